@@ -1,0 +1,50 @@
+"""taskevents: live task lifecycle events for Python apps.
+
+An existing task manager calls an :class:`Emitter` ("started", "40 %", "completed");
+taskevents keeps each subject's state and sends each :class:`TaskEvent` on a blinker
+signal, where adapters deliver it: to logs, browsers, webhooks, the cloud.
+"""
+
+from .adapters import (
+    Adapter,
+    BackgroundAdapter,
+    CallableAdapter,
+    available_adapters,
+    load_adapter,
+)
+from .emitter import Emitter, TaskTracker
+from .events import EVENT_TYPES, LIFECYCLE_TYPES, TaskEvent
+from .exceptions import (
+    AdapterNotFound,
+    MissingDependency,
+    NoRunningTask,
+    SubjectBusy,
+    TaskEventsError,
+    ValidationError,
+)
+from .state import MemoryStateStore, StateStore, SubjectState, TaskInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EVENT_TYPES",
+    "LIFECYCLE_TYPES",
+    "Adapter",
+    "AdapterNotFound",
+    "BackgroundAdapter",
+    "CallableAdapter",
+    "Emitter",
+    "MemoryStateStore",
+    "MissingDependency",
+    "NoRunningTask",
+    "StateStore",
+    "SubjectBusy",
+    "SubjectState",
+    "TaskEvent",
+    "TaskEventsError",
+    "TaskInfo",
+    "TaskTracker",
+    "ValidationError",
+    "available_adapters",
+    "load_adapter",
+]

@@ -1,0 +1,42 @@
+"""Rate-limited, counted error reports: errors are contained, never silent, never a flood."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+logger = logging.getLogger("taskevents")
+
+#: Seconds between two log records for errors from the same place.
+ERROR_LOG_INTERVAL = 10.0
+
+
+class ErrorReporter:
+    """Counts errors from one place (a receiver, an adapter) and logs at most one record
+    per ``interval`` seconds, saying how many were not logged in between."""
+
+    def __init__(self, where: str, *, interval: float = ERROR_LOG_INTERVAL) -> None:
+        self.where = where
+        self.interval = interval
+        self.count = 0
+        self._suppressed = 0
+        self._last = -float("inf")
+        self._lock = threading.Lock()
+
+    def report(self, exc: BaseException, doing: str) -> None:
+        """Count ``exc`` and log it unless one was logged less than ``interval`` ago."""
+        now = time.monotonic()
+        with self._lock:
+            self.count += 1
+            if now - self._last < self.interval:
+                self._suppressed += 1
+                return
+            self._last = now
+            suppressed, self._suppressed = self._suppressed, 0
+        more = f"; {suppressed} more since the last report" if suppressed else ""
+        logger.error(
+            "%s failed %s: %s: %s (%d errors in all%s)",
+            self.where, doing, type(exc).__name__, exc, self.count, more,
+            exc_info=exc,
+        )

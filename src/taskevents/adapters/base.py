@@ -1,0 +1,419 @@
+"""The adapter contract.
+
+An adapter delivers events somewhere. It has one required method, :meth:`Adapter.handle`,
+plus :meth:`~Adapter.close` and context-manager support. :meth:`~Adapter.connect` hooks it
+to the :mod:`~taskevents.signals` (of every emitter, or of one), filtered by event type and
+subject. Whatever ``handle`` raises is counted and logged (rate-limited) and goes no
+further: not to the emitting task, not to the other adapters.
+
+``handle`` runs in the emitting thread, so it must be quick. A sink that can be slow or
+fail (HTTP, a cloud API) subclasses :class:`BackgroundAdapter` and implements
+:meth:`~BackgroundAdapter.deliver` instead: events are queued and delivered by a worker
+thread, with retries.
+"""
+
+from __future__ import annotations
+
+import abc
+import atexit
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import blinker
+
+from .._reporting import ErrorReporter
+from ..events import EVENT_TYPES, TASK_PROGRESS, EventType, TaskEvent
+from ..exceptions import ValidationError
+from ..signals import SIGNALS
+
+__all__ = ["Adapter", "BackgroundAdapter", "CallableAdapter"]
+
+logger = logging.getLogger("taskevents")
+
+A = TypeVar("A", bound="Adapter")
+
+
+def _check_types(types: Iterable[str] | None) -> tuple[EventType, ...]:
+    if types is None:
+        return EVENT_TYPES
+    if isinstance(types, str):
+        raise ValidationError("types", "a collection of event types, not a single string", types)
+    chosen = set(types)
+    unknown = chosen.difference(EVENT_TYPES)
+    if unknown:
+        raise ValidationError("types", f"event types among {', '.join(EVENT_TYPES)}",
+                              sorted(unknown)[0])
+    return tuple(t for t in EVENT_TYPES if t in chosen)
+
+
+def _check_subjects(subjects: Iterable[str] | None) -> frozenset[str] | None:
+    if subjects is None:
+        return None
+    if isinstance(subjects, str):
+        raise ValidationError(
+            "subjects", "a collection of subject names, not a single string", subjects
+        )
+    chosen = frozenset(subjects)
+    for subject in chosen:
+        if not isinstance(subject, str) or not subject:
+            raise ValidationError("subjects", "non-empty strings", subject)
+    return chosen
+
+
+class Adapter(abc.ABC):
+    """Base class of every adapter.
+
+    :param types: the event types to receive (default: all of them).
+    :param subjects: the subjects to receive (default: all of them).
+    """
+
+    def __init__(
+        self, *, types: Iterable[str] | None = None, subjects: Iterable[str] | None = None
+    ) -> None:
+        self.types: tuple[EventType, ...] = _check_types(types)
+        self.subjects: frozenset[str] | None = _check_subjects(subjects)
+        self.errors = ErrorReporter(f"adapter {type(self).__name__}")
+        self._connected_to: list[Any] = []
+
+    @abc.abstractmethod
+    def handle(self, event: TaskEvent) -> None:
+        """Deliver one event. Called in the emitting thread, for the types and subjects
+        this adapter accepts. What it raises is counted and logged, then dropped."""
+
+    def accepts(self, event: TaskEvent) -> bool:
+        """Whether ``event`` passes this adapter's type and subject filters."""
+        return event.type in self.types and (
+            self.subjects is None or event.subject in self.subjects
+        )
+
+    @property
+    def error_count(self) -> int:
+        """How many times :meth:`handle` (or delivery) has raised."""
+        return self.errors.count
+
+    def connect(self: A, emitter: object | None = None) -> A:
+        """Start receiving events: those of ``emitter`` only, or of every emitter.
+        Returns the adapter, so ``adapter = LoggingAdapter().connect()`` reads well.
+
+        The signals hold the adapter strongly until :meth:`disconnect` or :meth:`close`.
+        """
+        sender = blinker.ANY if emitter is None else emitter
+        for type_ in self.types:
+            SIGNALS[type_].connect(self._receive, sender=sender, weak=False)
+        self._connected_to.append(sender)
+        return self
+
+    def disconnect(self) -> None:
+        """Stop receiving events."""
+        for sender in self._connected_to:
+            for type_ in self.types:
+                SIGNALS[type_].disconnect(self._receive, sender=sender)
+        self._connected_to.clear()
+
+    def close(self) -> None:
+        """Disconnect and release resources; subclasses flush here. Idempotent."""
+        self.disconnect()
+
+    def __enter__(self: A) -> A:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _receive(self, sender: object, *, event: TaskEvent) -> None:
+        subjects = self.subjects
+        if subjects is not None and event.subject not in subjects:
+            return
+        try:
+            self.handle(event)
+        except Exception as exc:  # contained: never reaches the task or other adapters
+            self.errors.report(exc, f"to handle {event.type} for {event.subject!r}")
+
+
+class CallableAdapter(Adapter):
+    """Wraps a plain function ``func(event)`` as an adapter::
+
+        CallableAdapter(print, types=["task_failed"]).connect()
+    """
+
+    def __init__(
+        self,
+        func: Callable[[TaskEvent], object],
+        *,
+        types: Iterable[str] | None = None,
+        subjects: Iterable[str] | None = None,
+    ) -> None:
+        if not callable(func):
+            raise ValidationError("func", "a callable taking one TaskEvent", func)
+        super().__init__(types=types, subjects=subjects)
+        self.func = func
+        self.errors.where = f"adapter {getattr(func, '__qualname__', repr(func))}"
+
+    def handle(self, event: TaskEvent) -> None:
+        self.func(event)
+
+
+class _ProgressSlot:
+    """A place in the queue for a subject's latest progress, whatever it is by then."""
+
+    __slots__ = ("subject",)
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+
+
+_live_background: weakref.WeakSet[BackgroundAdapter] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
+    for adapter in list(_live_background):
+        adapter.close(timeout=2.0)
+
+
+class BackgroundAdapter(Adapter):
+    """Base for adapters whose sink may be slow or fail: :meth:`handle` only queues, and
+    a worker thread calls :meth:`deliver`, retrying with capped exponential backoff.
+
+    - Lifecycle events (started, completed, failed, cancelled) are never dropped while
+      the adapter is open, and keep their order.
+    - Progress is coalesced per subject: while one waits in the queue, a newer one
+      replaces it (latest wins), and at most one per subject is delivered every
+      ``progress_interval`` seconds. The latest progress is always delivered before the
+      lifecycle event that follows it.
+    - :meth:`close` (or leaving a ``with`` block) flushes, waiting up to ``timeout``.
+
+    :param max_queue: queue length above which a warning is logged. Progress is bounded
+        by coalescing (one per subject); lifecycle events are kept even above it.
+    :param progress_interval: minimum seconds between two progress deliveries for one
+        subject (0: deliver as fast as the sink takes them).
+    :param retry_initial: first wait after a failed delivery, in seconds; doubled each
+        time up to ``retry_max``.
+    :param max_attempts: give an event up after this many failed attempts (logged and
+        counted as dropped); None retries until delivered or closed.
+    """
+
+    def __init__(
+        self,
+        *,
+        types: Iterable[str] | None = None,
+        subjects: Iterable[str] | None = None,
+        max_queue: int = 10_000,
+        progress_interval: float = 0.0,
+        retry_initial: float = 0.5,
+        retry_max: float = 30.0,
+        max_attempts: int | None = None,
+    ) -> None:
+        super().__init__(types=types, subjects=subjects)
+        for name, value in (("progress_interval", progress_interval),
+                            ("retry_initial", retry_initial), ("retry_max", retry_max)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValidationError(name, "a number of seconds >= 0", value)
+        if not isinstance(max_queue, int) or isinstance(max_queue, bool) or max_queue < 1:
+            raise ValidationError("max_queue", "a positive integer", max_queue)
+        if max_attempts is not None and (
+            not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1
+        ):
+            raise ValidationError("max_attempts", "a positive integer or None", max_attempts)
+        self.max_queue = max_queue
+        self.progress_interval = float(progress_interval)
+        self.retry_initial = float(retry_initial)
+        self.retry_max = float(retry_max)
+        self.max_attempts = max_attempts
+
+        self._cond = threading.Condition()
+        self._queue: deque[TaskEvent | _ProgressSlot] = deque()
+        self._latest: dict[str, TaskEvent] = {}  # pending progress, by subject
+        self._deferred: dict[str, float] = {}  # subject -> when its progress slot is due
+        self._progress_due: dict[str, float] = {}
+        self._busy = False
+        self._flushing = 0
+        self._closing = False
+        self._abort = threading.Event()
+        self._counts = dict.fromkeys(
+            ("received", "delivered", "coalesced", "retries", "dropped", "overflowed"), 0
+        )
+        self._overflow_warned = 0.0
+        self._thread = threading.Thread(
+            target=self._run, name=f"taskevents-{type(self).__name__}", daemon=True
+        )
+        self._thread.start()
+        _live_background.add(self)
+
+    @abc.abstractmethod
+    def deliver(self, event: TaskEvent) -> None:
+        """Deliver one event; runs in the worker thread. Raise to have it retried."""
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: received, delivered, coalesced, retries, dropped, overflowed, queued,
+        errors."""
+        with self._cond:
+            counts = dict(self._counts)
+            counts["queued"] = len(self._queue) + len(self._deferred) + int(self._busy)
+        counts["errors"] = self.errors.count
+        return counts
+
+    def handle(self, event: TaskEvent) -> None:
+        """Queue ``event`` for the worker; never blocks on the sink."""
+        with self._cond:
+            if self._closing:
+                self._counts["dropped"] += 1
+                return
+            self._counts["received"] += 1
+            subject = event.subject
+            if event.type == TASK_PROGRESS:
+                if subject in self._latest:
+                    self._latest[subject] = event
+                    self._counts["coalesced"] += 1
+                    return
+                self._latest[subject] = event
+                due = self._progress_due.get(subject, 0.0)
+                if due > time.monotonic():
+                    self._deferred[subject] = due
+                else:
+                    self._queue.append(_ProgressSlot(subject))
+            else:
+                if self._deferred.pop(subject, None) is not None:
+                    # The waiting progress goes first, whatever the interval says.
+                    self._queue.append(_ProgressSlot(subject))
+                self._queue.append(event)
+                if len(self._queue) > self.max_queue:
+                    self._counts["overflowed"] += 1
+                    now = time.monotonic()
+                    if now - self._overflow_warned > 10.0:
+                        self._overflow_warned = now
+                        logger.warning(
+                            "%s: %d events queued (max_queue=%d); the sink is not keeping up",
+                            type(self).__name__, len(self._queue), self.max_queue,
+                        )
+            self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is delivered (progress held back by
+        ``progress_interval`` goes at once). Returns False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                while self._queue or self._deferred or self._busy:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+                return True
+            finally:
+                self._flushing -= 1
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Disconnect, deliver what is queued (waiting up to ``timeout`` seconds), and
+        stop the worker. What could not be delivered in time is logged and counted as
+        dropped. Idempotent."""
+        self.disconnect()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._abort.set()
+            with self._cond:
+                self._cond.notify_all()
+            self._thread.join(5.0)
+        with self._cond:
+            left = len(self._queue) + len(self._deferred)
+            if left:
+                self._counts["dropped"] += left
+                self._queue.clear()
+                self._deferred.clear()
+                self._latest.clear()
+        if left:
+            logger.warning(
+                "%s closed with %d undelivered events after %.1fs",
+                type(self).__name__, left, timeout,
+            )
+        _live_background.discard(self)
+
+    # -- worker ---------------------------------------------------------------------
+
+    def _next(self) -> TaskEvent | None:
+        """The next event to deliver, or None when closing with nothing left."""
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
+            while True:
+                if self._abort.is_set():
+                    return None
+                now = time.monotonic()
+                if self._deferred:
+                    hurry = self._closing or self._flushing
+                    for subject, due in list(self._deferred.items()):
+                        if hurry or due <= now:
+                            del self._deferred[subject]
+                            self._queue.append(_ProgressSlot(subject))
+                if self._queue:
+                    item = self._queue.popleft()
+                    self._busy = True
+                    if isinstance(item, _ProgressSlot):
+                        if self.progress_interval:
+                            self._progress_due[item.subject] = now + self.progress_interval
+                        return self._latest.pop(item.subject)
+                    return item
+                if self._closing:
+                    return None
+                wait = min(self._deferred.values()) - now if self._deferred else None
+                self._cond.wait(wait)
+
+    def _run(self) -> None:
+        while True:
+            event = self._next()
+            if event is None:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+                return
+            self._deliver_with_retry(event)
+
+    def _deliver_with_retry(self, event: TaskEvent) -> None:
+        delay = self.retry_initial
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.deliver(event)
+            except Exception as exc:
+                self.errors.report(
+                    exc, f"to deliver {event.type} for {event.subject!r} (attempt {attempt})"
+                )
+            else:
+                with self._cond:
+                    self._counts["delivered"] += 1
+                return
+            with self._cond:
+                superseded = event.type == TASK_PROGRESS and event.subject in self._latest
+                gave_up = self.max_attempts is not None and attempt >= self.max_attempts
+                if superseded:
+                    self._counts["coalesced"] += 1
+                    return
+                if gave_up:
+                    self._counts["dropped"] += 1
+                    logger.error("%s gave up on event %s after %d attempts",
+                                 type(self).__name__, event.id, attempt)
+                    return
+                self._counts["retries"] += 1
+            if self._abort.wait(delay):
+                with self._cond:
+                    self._counts["dropped"] += 1
+                return
+            delay = min(delay * 2, self.retry_max)

@@ -1,0 +1,68 @@
+"""Finding adapters by name, through the ``taskevents.adapters`` entry-point group.
+
+The built-in adapters are registered in that group by taskevents' own package metadata,
+so ``load_adapter("logging")`` and ``load_adapter("my-company-slack")`` work the same
+way. A third-party package registers its adapter in its ``pyproject.toml``:
+
+.. code-block:: toml
+
+    [project.entry-points."taskevents.adapters"]
+    slack = "my_package.adapters:SlackAdapter"
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from ..exceptions import AdapterNotFound, MissingDependency, TaskEventsError
+from .base import Adapter
+
+__all__ = ["ENTRY_POINT_GROUP", "available_adapters", "load_adapter"]
+
+#: The entry-point group adapters register in.
+ENTRY_POINT_GROUP = "taskevents.adapters"
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep)  # the first distribution to claim a name keeps it
+    return found
+
+
+def available_adapters() -> list[str]:
+    """The names of every installed adapter, sorted."""
+    return sorted(_entry_points())
+
+
+def load_adapter(name: str, /, **options: Any) -> Adapter:
+    """Create the adapter registered as ``name`` with ``options``.
+
+    The adapter is not connected yet; call :meth:`~taskevents.Adapter.connect`.
+
+    :raises AdapterNotFound: no adapter has that name (the message lists those that do).
+    :raises MissingDependency: the adapter needs an extra that is not installed (the
+        message has the ``pip install`` command).
+    :raises TaskEventsError: the adapter's module failed to import, or its factory did
+        not return an :class:`~taskevents.Adapter`.
+    """
+    found = _entry_points()
+    ep = found.get(name)
+    if ep is None:
+        raise AdapterNotFound(name, sorted(found))
+    try:
+        factory = ep.load()
+    except MissingDependency:
+        raise
+    except ImportError as exc:
+        raise TaskEventsError(
+            f"adapter {name!r} ({ep.value}) could not be imported: {exc}"
+        ) from exc
+    adapter = factory(**options)
+    if not isinstance(adapter, Adapter):
+        raise TaskEventsError(
+            f"adapter {name!r} ({ep.value}) returned {type(adapter).__name__}, "
+            "not a taskevents.Adapter"
+        )
+    return adapter

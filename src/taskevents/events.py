@@ -1,0 +1,302 @@
+"""The event model: :class:`TaskEvent`, an immutable value, lossless through JSON."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any, Final, Literal, cast
+
+from .exceptions import ValidationError
+
+__all__ = [
+    "EVENT_TYPES",
+    "LIFECYCLE_TYPES",
+    "TASK_CANCELLED",
+    "TASK_COMPLETED",
+    "TASK_FAILED",
+    "TASK_PROGRESS",
+    "TASK_STARTED",
+    "EventType",
+    "TaskEvent",
+]
+
+EventType = Literal[
+    "task_started", "task_progress", "task_completed", "task_failed", "task_cancelled"
+]
+
+TASK_STARTED: Final = "task_started"
+TASK_PROGRESS: Final = "task_progress"
+TASK_COMPLETED: Final = "task_completed"
+TASK_FAILED: Final = "task_failed"
+TASK_CANCELLED: Final = "task_cancelled"
+
+#: Every event type, in lifecycle order.
+EVENT_TYPES: Final[tuple[EventType, ...]] = (
+    TASK_STARTED,
+    TASK_PROGRESS,
+    TASK_COMPLETED,
+    TASK_FAILED,
+    TASK_CANCELLED,
+)
+#: The event types that change a task's status; never dropped or coalesced.
+LIFECYCLE_TYPES: Final[frozenset[str]] = frozenset(
+    (TASK_STARTED, TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED)
+)
+#: Event types that end a task.
+OUTCOME_TYPES: Final[frozenset[str]] = frozenset((TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED))
+
+CLOUDEVENTS_TYPE_PREFIX: Final = "io.taskevents."
+
+_FIELDS: Final = ("id", "type", "subject", "task_id", "task_type", "seq", "time", "source", "data")
+
+
+class TaskEvent:
+    """One thing that happened to a task: it started, progressed, completed, failed or
+    was cancelled.
+
+    Events are built by :class:`~taskevents.Emitter`; build one yourself only to re-emit
+    what another process sent (see :meth:`from_dict`). Attributes are read-only. Treat
+    :attr:`data` as read-only too: every receiver gets the same mapping.
+
+    :param id: unique id; reused as the webhook id and the CloudEvents id.
+    :param type: one of :data:`EVENT_TYPES`.
+    :param subject: what the task runs for and what clients subscribe to (the seed's
+        ``config_name``, e.g. ``"aws01"``).
+    :param task_id: the id of the task this event belongs to.
+    :param task_type: what kind of task it is, e.g. ``"change_ip"``.
+    :param seq: position in the subject's stream; strictly increasing, gap-free per
+        subject.
+    :param time: when it happened; timezone-aware, in UTC.
+    :param source: who emitted it (a URI reference, as in CloudEvents).
+    :param data: details: progress (``percent``, ``stage``, ``message``), ``result``,
+        ``error`` or ``reason``. JSON-compatible.
+    """
+
+    __slots__ = ("_data", "_id", "_seq", "_source", "_subject", "_task_id", "_task_type",
+                 "_time", "_type")
+
+    def __init__(
+        self,
+        id: str,
+        type: EventType,
+        subject: str,
+        task_id: str,
+        task_type: str,
+        seq: int,
+        time: datetime,
+        source: str,
+        data: Mapping[str, Any],
+    ) -> None:
+        # Plain slot stores: this runs on every emit, so no validation here (the emitter
+        # builds valid events; from_dict() validates outside input).
+        self._id = id
+        self._type = type
+        self._subject = subject
+        self._task_id = task_id
+        self._task_type = task_type
+        self._seq = seq
+        self._time = time
+        self._source = source
+        self._data = data
+
+    @property
+    def id(self) -> str:
+        """Unique id of this event."""
+        return self._id
+
+    @property
+    def type(self) -> EventType:
+        """One of :data:`EVENT_TYPES`."""
+        return self._type
+
+    @property
+    def subject(self) -> str:
+        """What the task runs for (the seed's ``config_name``)."""
+        return self._subject
+
+    @property
+    def task_id(self) -> str:
+        """Id of the task this event belongs to."""
+        return self._task_id
+
+    @property
+    def task_type(self) -> str:
+        """Kind of task, e.g. ``"change_ip"``."""
+        return self._task_type
+
+    @property
+    def seq(self) -> int:
+        """Position in the subject's stream (1, 2, 3, ... with no gaps)."""
+        return self._seq
+
+    @property
+    def time(self) -> datetime:
+        """When it happened (aware, UTC)."""
+        return self._time
+
+    @property
+    def source(self) -> str:
+        """Who emitted it."""
+        return self._source
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """Details: progress, result, error or reason."""
+        return self._data
+
+    @property
+    def is_lifecycle(self) -> bool:
+        """True for every type but ``task_progress``."""
+        return self._type in LIFECYCLE_TYPES
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TaskEvent):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in _FIELDS)
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskEvent(type={self._type!r}, subject={self._subject!r}, seq={self._seq}, "
+            f"task_id={self._task_id!r}, task_type={self._task_type!r}, data={self._data!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TaskEvent, tuple(getattr(self, f) for f in _FIELDS))
+
+    # -- JSON -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible dict; :meth:`from_dict` turns it back into an equal event.
+
+        ``time`` becomes an ISO 8601 string with microseconds and ``+00:00``.
+        """
+        return {
+            "id": self._id,
+            "type": self._type,
+            "subject": self._subject,
+            "task_id": self._task_id,
+            "task_type": self._task_type,
+            "seq": self._seq,
+            "time": self._time.isoformat(timespec="microseconds"),
+            "source": self._source,
+            "data": dict(self._data),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> TaskEvent:
+        """Build an event from :meth:`to_dict` output (e.g. received from another process).
+
+        :raises ValidationError: naming the first field that is missing or malformed.
+        """
+        if not isinstance(raw, Mapping):
+            raise ValidationError("event", "a JSON object", raw)
+        unknown = set(raw) - set(_FIELDS)
+        if unknown:
+            raise ValidationError(
+                sorted(unknown)[0], f"only the fields {', '.join(_FIELDS)}", raw[sorted(unknown)[0]]
+            )
+        for name in ("id", "subject", "task_id", "task_type", "source"):
+            value = raw.get(name)
+            if not isinstance(value, str) or not value:
+                raise ValidationError(name, "a non-empty string", value)
+        type_ = raw.get("type")
+        if type_ not in EVENT_TYPES:
+            raise ValidationError("type", f"one of {', '.join(EVENT_TYPES)}", type_)
+        seq = raw.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+            raise ValidationError("seq", "a positive integer", seq)
+        data = raw.get("data")
+        if not isinstance(data, Mapping):
+            raise ValidationError("data", "a JSON object", data)
+        check_json(data, "data")
+        return cls(
+            id=raw["id"],
+            type=cast(EventType, type_),
+            subject=raw["subject"],
+            task_id=raw["task_id"],
+            task_type=raw["task_type"],
+            seq=seq,
+            time=parse_time(raw.get("time"), "time"),
+            source=raw["source"],
+            data=dict(data),
+        )
+
+    # -- CloudEvents ------------------------------------------------------------------
+
+    def to_cloudevent(self) -> dict[str, Any]:
+        """This event as a CloudEvents 1.0 structured-mode JSON document (a dict).
+
+        ``type`` is ``io.taskevents.<type>`` (e.g. ``io.taskevents.task_started``); the
+        task id, task type and seq travel as the extension attributes ``taskid``,
+        ``tasktype`` and ``sequence`` (a string, as the CloudEvents *sequence* extension
+        defines it).
+        """
+        return {
+            "specversion": "1.0",
+            "id": self._id,
+            "source": self._source,
+            "type": CLOUDEVENTS_TYPE_PREFIX + self._type,
+            "subject": self._subject,
+            "time": format_time(self._time),
+            "datacontenttype": "application/json",
+            "taskid": self._task_id,
+            "tasktype": self._task_type,
+            "sequence": str(self._seq),
+            "data": dict(self._data),
+        }
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``, e.g. ``2025-01-01T12:00:00.000000Z``."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: object, field: str) -> datetime:
+    """Parse an ISO 8601 timestamp with an offset into an aware UTC datetime."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValidationError(field, "an ISO 8601 timestamp", value) from None
+    else:
+        raise ValidationError(field, "an ISO 8601 timestamp", value)
+    offset = parsed.utcoffset()
+    if offset is None:
+        raise ValidationError(field, "a timestamp with a UTC offset", value)
+    if offset == timedelta(0) and parsed.tzinfo is timezone.utc:
+        return parsed
+    return parsed.astimezone(timezone.utc)
+
+
+def check_json(value: object, field: str, _depth: int = 0) -> None:
+    """Raise :class:`ValidationError` unless ``value`` survives a JSON round trip as is.
+
+    Allowed: ``None``, ``bool``, ``int``, finite ``float``, ``str``, lists, and dicts with
+    string keys, nested at most 64 deep.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(field, "a finite number", value)
+        return
+    if _depth >= 64:
+        raise ValidationError(field, "JSON nested at most 64 levels deep", "...")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(field, "an object with string keys", key)
+            check_json(item, f"{field}.{key}", _depth + 1)
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            check_json(item, f"{field}[{index}]", _depth + 1)
+        return
+    raise ValidationError(field, "a JSON value (null, bool, number, string, list, object)", value)

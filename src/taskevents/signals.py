@@ -1,0 +1,138 @@
+"""One blinker signal per lifecycle event type.
+
+Every signal is sent by an :class:`~taskevents.Emitter` (the sender) with one keyword
+argument, ``event``. A receiver looks like this::
+
+    from taskevents import signals
+
+    @signals.task_completed.connect
+    def on_completed(sender: Emitter, *, event: TaskEvent) -> None:
+        ...
+
+Connect to one emitter only with ``signal.connect(receiver, sender=emitter)``.
+
+These signals differ from plain blinker signals in one way: a receiver that raises does
+not stop the others, nor reach the emitting task. Its error is logged (at most once per
+receiver every :data:`ERROR_LOG_INTERVAL` seconds) and counted (:func:`receiver_errors`).
+Receivers run in the emitting thread, in no promised order; one that is slow slows the
+task, so slow work belongs in a :class:`~taskevents.BackgroundAdapter`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import blinker
+
+from . import _reporting
+from ._reporting import ErrorReporter
+from .events import EventType
+
+__all__ = [
+    "ERROR_LOG_INTERVAL",
+    "SIGNALS",
+    "task_cancelled",
+    "task_completed",
+    "task_failed",
+    "task_progress",
+    "task_started",
+    "receiver_errors",
+]
+
+#: Seconds between two log records for errors of the same receiver.
+ERROR_LOG_INTERVAL: Final = _reporting.ERROR_LOG_INTERVAL
+
+_reporters: dict[str, ErrorReporter] = {}
+_reporters_lock = threading.Lock()
+
+
+def receiver_errors() -> dict[str, int]:
+    """How many errors each receiver (by ``module.qualname``) has raised so far."""
+    with _reporters_lock:
+        return {name: reporter.count for name, reporter in _reporters.items()}
+
+
+def _receiver_name(receiver: Callable[..., Any]) -> str:
+    func = getattr(receiver, "__func__", receiver)
+    module = getattr(func, "__module__", "?")
+    name = getattr(func, "__qualname__", None) or type(receiver).__qualname__
+    return f"{module}.{name}"
+
+
+def _report(signal_name: str, receiver: Callable[..., Any], exc: Exception) -> None:
+    name = _receiver_name(receiver)
+    reporter = _reporters.get(name)
+    if reporter is None:
+        with _reporters_lock:
+            reporter = _reporters.setdefault(name, ErrorReporter(f"receiver {name}"))
+    reporter.report(exc, f"on {signal_name}")
+
+
+class TaskSignal(blinker.NamedSignal):
+    """A named blinker signal whose receivers are isolated from each other."""
+
+    def connect(self, receiver: Any, sender: Any = blinker.ANY, weak: bool = True) -> Any:
+        """Connect ``receiver``; see :meth:`blinker.Signal.connect`.
+
+        :raises TypeError: for a coroutine function, which this signal cannot await.
+        """
+        if inspect.iscoroutinefunction(receiver):
+            raise TypeError(
+                f"{_receiver_name(receiver)} is a coroutine function; taskevents signals "
+                "call receivers synchronously in the emitting thread"
+            )
+        return super().connect(receiver, sender, weak)
+
+    def send(  # type: ignore[override]
+        self, sender: Any = None, /, **kwargs: Any
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        """Call every receiver for ``sender``; one that raises is logged and skipped."""
+        if self.is_muted:
+            return []
+        results = []
+        for receiver in self.receivers_for(sender):
+            try:
+                results.append((receiver, receiver(sender, **kwargs)))
+            except Exception as exc:  # isolation is the point
+                _report(self.name, receiver, exc)
+        return results
+
+
+class _Namespace(blinker.Namespace):
+    def signal(self, name: str, doc: str | None = None) -> TaskSignal:  # type: ignore[override]
+        if name not in self:
+            self[name] = TaskSignal(name, doc)
+        signal = self[name]
+        assert isinstance(signal, TaskSignal)
+        return signal
+
+
+_signals = _Namespace()
+
+task_started = _signals.signal(
+    "task-started", "A task started on a subject. Receivers get ``event: TaskEvent``."
+)
+task_progress = _signals.signal(
+    "task-progress", "A running task reported progress. Receivers get ``event: TaskEvent``."
+)
+task_completed = _signals.signal(
+    "task-completed", "A task finished successfully. Receivers get ``event: TaskEvent``."
+)
+task_failed = _signals.signal(
+    "task-failed", "A task ended with an error. Receivers get ``event: TaskEvent``."
+)
+task_cancelled = _signals.signal(
+    "task-cancelled", "A task was cancelled. Receivers get ``event: TaskEvent``."
+)
+
+#: The signal for each event type.
+SIGNALS: Final[Mapping[EventType, TaskSignal]] = {
+    "task_started": task_started,
+    "task_progress": task_progress,
+    "task_completed": task_completed,
+    "task_failed": task_failed,
+    "task_cancelled": task_cancelled,
+}

@@ -1,0 +1,289 @@
+"""Per-subject state: idle or busy, the running task and its latest progress, the last
+task's outcome, the last seq, and a bounded history for resuming a stream.
+
+State changes only by :meth:`StateStore.apply`-ing events; the :class:`~taskevents.Emitter`
+does that under the subject's lock *before* it sends the signal, so every receiver that
+reads the state sees it consistent with the event it is handling.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from .events import TASK_PROGRESS, TASK_STARTED, TaskEvent
+from .exceptions import ValidationError
+
+__all__ = ["MemoryStateStore", "StateStore", "SubjectState", "TaskInfo"]
+
+Status = Literal["idle", "busy"]
+Outcome = Literal["completed", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What is known about one task, running or ended."""
+
+    task_id: str
+    task_type: str
+    started_at: datetime
+    #: The latest progress data (``percent``, ``stage``, ``message``, ...), if any.
+    progress: Mapping[str, Any] | None = None
+    ended_at: datetime | None = None
+    #: ``"completed"``, ``"failed"`` or ``"cancelled"``; None while running.
+    outcome: Outcome | None = None
+    result: Any = None
+    error: Mapping[str, Any] | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible dict (times as ISO 8601 strings)."""
+        return {
+            "task_id": self.task_id,
+            "task_type": self.task_type,
+            "started_at": self.started_at.isoformat(),
+            "progress": dict(self.progress) if self.progress is not None else None,
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "outcome": self.outcome,
+            "result": self.result,
+            "error": dict(self.error) if self.error is not None else None,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class SubjectState:
+    """A consistent snapshot of one subject, as of event number :attr:`seq`."""
+
+    subject: str
+    status: Status
+    #: The seq of the last event applied; a live stream continues with ``seq + 1``.
+    seq: int
+    #: The running task (the most recently started one, if several run).
+    current: TaskInfo | None
+    #: The last task that ended.
+    last: TaskInfo | None
+    #: Every running task, oldest first (more than one only with ``exclusive=False``).
+    running: tuple[TaskInfo, ...] = ()
+    #: What the host app registered for the subject (e.g. its AWS region).
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible dict."""
+        return {
+            "subject": self.subject,
+            "status": self.status,
+            "seq": self.seq,
+            "current_task": self.current.to_dict() if self.current else None,
+            "last_task": self.last.to_dict() if self.last else None,
+            "running_tasks": [task.to_dict() for task in self.running],
+            "metadata": dict(self.metadata),
+        }
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Where an emitter keeps subject state. :class:`MemoryStateStore` is the default."""
+
+    def lock(self, subject: str, *, create: bool = False) -> AbstractContextManager[Any]:
+        """The subject's re-entrant lock. Emitters hold it while they build, apply and
+        send an event, so that emitters sharing a store keep seq gap-free and ordered.
+
+        :raises KeyError: for an unknown subject unless ``create`` is true.
+        """
+        ...
+
+    def running_task(self, subject: str, task_id: str | None = None) -> tuple[str, str] | None:
+        """``(task_id, task_type)`` of the running task (the newest one when ``task_id``
+        is None), or None."""
+        ...
+
+    def last_seq(self, subject: str) -> int:
+        """The seq of the subject's last event; 0 for a subject with none."""
+        ...
+
+    def apply(self, event: TaskEvent) -> bool:
+        """Fold ``event`` into the state. An event whose seq is not newer than the
+        subject's is ignored (False): replays and duplicates are harmless."""
+        ...
+
+    def register(self, subject: str, metadata: Mapping[str, Any] | None = None) -> None:
+        """Make ``subject`` known (idle), or update its metadata."""
+        ...
+
+    def subjects(self) -> list[str]:
+        """Every known subject, sorted."""
+        ...
+
+    def snapshot(self, subject: str) -> SubjectState | None:
+        """A consistent snapshot of ``subject``, or None if it is unknown."""
+        ...
+
+    def snapshot_all(self) -> dict[str, SubjectState]:
+        """A snapshot of every known subject, by name."""
+        ...
+
+    def history(self, subject: str, since_seq: int) -> list[TaskEvent] | None:
+        """The subject's events with seq > ``since_seq``, oldest first; None when some
+        of them are no longer kept, when ``since_seq`` is ahead of the subject (the
+        store was restarted) or the subject is unknown: take a snapshot instead."""
+        ...
+
+
+class _Task:
+    __slots__ = ("progress", "started_at", "task_id", "task_type")
+
+    def __init__(self, task_id: str, task_type: str, started_at: datetime) -> None:
+        self.task_id = task_id
+        self.task_type = task_type
+        self.started_at = started_at
+        self.progress: Mapping[str, Any] | None = None
+
+    def info(self) -> TaskInfo:
+        return TaskInfo(self.task_id, self.task_type, self.started_at, self.progress)
+
+
+class _Subject:
+    __slots__ = ("history", "last", "lock", "metadata", "running", "seq")
+
+    def __init__(self, history_size: int) -> None:
+        self.lock = threading.RLock()
+        self.seq = 0
+        self.running: dict[str, _Task] = {}
+        self.last: TaskInfo | None = None
+        self.metadata: dict[str, Any] = {}
+        self.history: deque[TaskEvent] = deque(maxlen=history_size)
+
+
+class MemoryStateStore:
+    """Thread-safe, in-process state for every subject.
+
+    :param history_size: how many events per subject are kept for
+        :meth:`history` (resume after a reconnect).
+    """
+
+    def __init__(self, *, history_size: int = 1000) -> None:
+        if not isinstance(history_size, int) or isinstance(history_size, bool) or history_size < 1:
+            raise ValidationError("history_size", "a positive integer", history_size)
+        self.history_size = history_size
+        self._subjects: dict[str, _Subject] = {}
+        self._create_lock = threading.Lock()
+
+    def _get(self, subject: str, create: bool) -> _Subject:
+        rec = self._subjects.get(subject)
+        if rec is None:
+            if not create:
+                raise KeyError(subject)
+            with self._create_lock:
+                rec = self._subjects.get(subject)
+                if rec is None:
+                    rec = self._subjects[subject] = _Subject(self.history_size)
+        return rec
+
+    def lock(self, subject: str, *, create: bool = False) -> threading.RLock:
+        return self._get(subject, create).lock
+
+    def running_task(self, subject: str, task_id: str | None = None) -> tuple[str, str] | None:
+        rec = self._subjects.get(subject)
+        if rec is None or not rec.running:
+            return None
+        if task_id is None:
+            task = next(reversed(rec.running.values()))
+        else:
+            found = rec.running.get(task_id)
+            if found is None:
+                return None
+            task = found
+        return task.task_id, task.task_type
+
+    def last_seq(self, subject: str) -> int:
+        rec = self._subjects.get(subject)
+        return rec.seq if rec is not None else 0
+
+    def apply(self, event: TaskEvent) -> bool:
+        rec = self._get(event.subject, True)
+        with rec.lock:
+            if event.seq <= rec.seq:
+                return False
+            type_ = event.type
+            if type_ == TASK_PROGRESS:
+                task = rec.running.get(event.task_id)
+                if task is not None:
+                    task.progress = event.data
+            elif type_ == TASK_STARTED:
+                rec.running[event.task_id] = _Task(event.task_id, event.task_type, event.time)
+            else:
+                ended = rec.running.pop(event.task_id, None)
+                data = event.data
+                error = data.get("error")
+                rec.last = TaskInfo(
+                    task_id=event.task_id,
+                    task_type=event.task_type,
+                    started_at=ended.started_at if ended else event.time,
+                    progress=ended.progress if ended else None,
+                    ended_at=event.time,
+                    outcome=type_[len("task_"):],  # type: ignore[arg-type]
+                    result=data.get("result"),
+                    error=error if isinstance(error, Mapping) else None,
+                    reason=data.get("reason"),
+                )
+            rec.seq = event.seq
+            rec.history.append(event)
+            return True
+
+    def register(self, subject: str, metadata: Mapping[str, Any] | None = None) -> None:
+        if not isinstance(subject, str) or not subject:
+            raise ValidationError("subject", "a non-empty string", subject)
+        rec = self._get(subject, True)
+        if metadata:
+            with rec.lock:
+                rec.metadata.update(metadata)
+
+    def subjects(self) -> list[str]:
+        return sorted(self._subjects)
+
+    def __contains__(self, subject: object) -> bool:
+        return subject in self._subjects
+
+    def snapshot(self, subject: str) -> SubjectState | None:
+        rec = self._subjects.get(subject)
+        if rec is None:
+            return None
+        with rec.lock:
+            running = tuple(task.info() for task in rec.running.values())
+            return SubjectState(
+                subject=subject,
+                status="busy" if running else "idle",
+                seq=rec.seq,
+                current=running[-1] if running else None,
+                last=rec.last,
+                running=running,
+                metadata=dict(rec.metadata),
+            )
+
+    def snapshot_all(self) -> dict[str, SubjectState]:
+        result = {}
+        for subject in self.subjects():
+            snap = self.snapshot(subject)
+            if snap is not None:
+                result[subject] = snap
+        return result
+
+    def history(self, subject: str, since_seq: int) -> list[TaskEvent] | None:
+        rec = self._subjects.get(subject)
+        if rec is None:
+            return None
+        with rec.lock:
+            if since_seq == rec.seq:
+                return []
+            if since_seq > rec.seq:
+                return None  # the client saw a stream this store never had (a restart)
+            oldest = rec.history[0].seq if rec.history else rec.seq + 1
+            if since_seq < oldest - 1:
+                return None
+            return [event for event in rec.history if event.seq > since_seq]
