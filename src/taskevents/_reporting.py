@@ -37,6 +37,11 @@ class ErrorReporter:
         more = f"; {suppressed} more since the last report" if suppressed else ""
         logger.error(
             "%s failed %s: %s: %s (%d errors in all%s)",
-            self.where, doing, type(exc).__name__, exc, self.count, more,
+            self.where,
+            doing,
+            type(exc).__name__,
+            exc,
+            self.count,
+            more,
             exc_info=exc,
         )

@@ -343,8 +343,9 @@ class TaskTracker:
             if isinstance(exc, Exception):
                 self.emitter.failed(self.subject, exc, task_id=task_id)
             else:
-                self.emitter.cancelled(self.subject, exc_type.__name__ if exc_type else None,
-                                       task_id=task_id)
+                self.emitter.cancelled(
+                    self.subject, exc_type.__name__ if exc_type else None, task_id=task_id
+                )
         except TaskEventsError:
             # Never hide the body's own exception behind ours.
             logger.exception("could not report the end of task %s on %r", task_id, self.subject)

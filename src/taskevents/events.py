@@ -73,8 +73,17 @@ class TaskEvent:
         ``error`` or ``reason``. JSON-compatible.
     """
 
-    __slots__ = ("_data", "_id", "_seq", "_source", "_subject", "_task_id", "_task_type",
-                 "_time", "_type")
+    __slots__ = (
+        "_data",
+        "_id",
+        "_seq",
+        "_source",
+        "_subject",
+        "_task_id",
+        "_task_type",
+        "_time",
+        "_type",
+    )
 
     def __init__(
         self,
@@ -252,7 +261,8 @@ class TaskEvent:
 
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with a ``Z``, e.g. ``2025-01-01T12:00:00.000000Z``."""
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text = value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return text[: -len("+00:00")] + "Z"
 
 
 def parse_time(value: object, field: str) -> datetime:

@@ -34,12 +34,12 @@ from .events import EventType
 __all__ = [
     "ERROR_LOG_INTERVAL",
     "SIGNALS",
+    "receiver_errors",
     "task_cancelled",
     "task_completed",
     "task_failed",
     "task_progress",
     "task_started",
-    "receiver_errors",
 ]
 
 #: Seconds between two log records for errors of the same receiver.
@@ -86,9 +86,7 @@ class TaskSignal(blinker.NamedSignal):
             )
         return super().connect(receiver, sender, weak)
 
-    def send(  # type: ignore[override]
-        self, sender: Any = None, /, **kwargs: Any
-    ) -> list[tuple[Callable[..., Any], Any]]:
+    def send(self, sender: Any = None, /, **kwargs: Any) -> list[tuple[Callable[..., Any], Any]]:
         """Call every receiver for ``sender``; one that raises is logged and skipped."""
         if self.is_muted:
             return []
@@ -102,7 +100,7 @@ class TaskSignal(blinker.NamedSignal):
 
 
 class _Namespace(blinker.Namespace):
-    def signal(self, name: str, doc: str | None = None) -> TaskSignal:  # type: ignore[override]
+    def signal(self, name: str, doc: str | None = None) -> TaskSignal:
         if name not in self:
             self[name] = TaskSignal(name, doc)
         signal = self[name]

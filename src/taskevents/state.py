@@ -227,7 +227,7 @@ class MemoryStateStore:
                     started_at=ended.started_at if ended else event.time,
                     progress=ended.progress if ended else None,
                     ended_at=event.time,
-                    outcome=type_[len("task_"):],  # type: ignore[arg-type]
+                    outcome=type_[len("task_") :],  # type: ignore[arg-type]
                     result=data.get("result"),
                     error=error if isinstance(error, Mapping) else None,
                     reason=data.get("reason"),

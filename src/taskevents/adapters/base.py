@@ -27,10 +27,10 @@ from typing import Any, TypeVar
 
 import blinker
 
-from .._reporting import ErrorReporter
-from ..events import EVENT_TYPES, TASK_PROGRESS, EventType, TaskEvent
-from ..exceptions import ValidationError
-from ..signals import SIGNALS
+from taskevents._reporting import ErrorReporter
+from taskevents.events import EVENT_TYPES, TASK_PROGRESS, EventType, TaskEvent
+from taskevents.exceptions import ValidationError
+from taskevents.signals import SIGNALS
 
 __all__ = ["Adapter", "BackgroundAdapter", "CallableAdapter"]
 
@@ -47,8 +47,9 @@ def _check_types(types: Iterable[str] | None) -> tuple[EventType, ...]:
     chosen = set(types)
     unknown = chosen.difference(EVENT_TYPES)
     if unknown:
-        raise ValidationError("types", f"event types among {', '.join(EVENT_TYPES)}",
-                              sorted(unknown)[0])
+        raise ValidationError(
+            "types", f"event types among {', '.join(EVENT_TYPES)}", sorted(unknown)[0]
+        )
     return tuple(t for t in EVENT_TYPES if t in chosen)
 
 
@@ -111,10 +112,12 @@ class Adapter(abc.ABC):
 
     def disconnect(self) -> None:
         """Stop receiving events."""
-        for sender in self._connected_to:
+        if self._connected_to:
             for type_ in self.types:
-                SIGNALS[type_].disconnect(self._receive, sender=sender)
-        self._connected_to.clear()
+                # From every sender at once: blinker keeps a receiver disconnected from
+                # one sender only in its table.
+                SIGNALS[type_].disconnect(self._receive)
+            self._connected_to.clear()
 
     def close(self) -> None:
         """Disconnect and release resources; subclasses flush here. Idempotent."""
@@ -144,7 +147,7 @@ class Adapter(abc.ABC):
 class CallableAdapter(Adapter):
     """Wraps a plain function ``func(event)`` as an adapter::
 
-        CallableAdapter(print, types=["task_failed"]).connect()
+    CallableAdapter(print, types=["task_failed"]).connect()
     """
 
     def __init__(
@@ -165,12 +168,13 @@ class CallableAdapter(Adapter):
 
 
 class _ProgressSlot:
-    """A place in the queue for a subject's latest progress, whatever it is by then."""
+    """A place in the queue for a subject's progress. Until the worker takes it, a newer
+    progress replaces the one it holds (latest wins)."""
 
-    __slots__ = ("subject",)
+    __slots__ = ("event",)
 
-    def __init__(self, subject: str) -> None:
-        self.subject = subject
+    def __init__(self, event: TaskEvent) -> None:
+        self.event = event
 
 
 _live_background: weakref.WeakSet[BackgroundAdapter] = weakref.WeakSet()
@@ -216,8 +220,11 @@ class BackgroundAdapter(Adapter):
         max_attempts: int | None = None,
     ) -> None:
         super().__init__(types=types, subjects=subjects)
-        for name, value in (("progress_interval", progress_interval),
-                            ("retry_initial", retry_initial), ("retry_max", retry_max)):
+        for name, value in (
+            ("progress_interval", progress_interval),
+            ("retry_initial", retry_initial),
+            ("retry_max", retry_max),
+        ):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValidationError(name, "a number of seconds >= 0", value)
         if not isinstance(max_queue, int) or isinstance(max_queue, bool) or max_queue < 1:
@@ -234,8 +241,10 @@ class BackgroundAdapter(Adapter):
 
         self._cond = threading.Condition()
         self._queue: deque[TaskEvent | _ProgressSlot] = deque()
-        self._latest: dict[str, TaskEvent] = {}  # pending progress, by subject
-        self._deferred: dict[str, float] = {}  # subject -> when its progress slot is due
+        # The slot of each subject whose progress can still be replaced; a lifecycle event
+        # closes it, so progress never jumps ahead of the lifecycle event that followed.
+        self._open: dict[str, _ProgressSlot] = {}
+        self._deferred: dict[str, float] = {}  # subject -> when its open slot is due
         self._progress_due: dict[str, float] = {}
         self._busy = False
         self._flushing = 0
@@ -274,20 +283,22 @@ class BackgroundAdapter(Adapter):
             self._counts["received"] += 1
             subject = event.subject
             if event.type == TASK_PROGRESS:
-                if subject in self._latest:
-                    self._latest[subject] = event
+                slot = self._open.get(subject)
+                if slot is not None:
+                    slot.event = event
                     self._counts["coalesced"] += 1
                     return
-                self._latest[subject] = event
+                slot = self._open[subject] = _ProgressSlot(event)
                 due = self._progress_due.get(subject, 0.0)
                 if due > time.monotonic():
                     self._deferred[subject] = due
                 else:
-                    self._queue.append(_ProgressSlot(subject))
+                    self._queue.append(slot)
             else:
-                if self._deferred.pop(subject, None) is not None:
+                slot = self._open.pop(subject, None)
+                if slot is not None and self._deferred.pop(subject, None) is not None:
                     # The waiting progress goes first, whatever the interval says.
-                    self._queue.append(_ProgressSlot(subject))
+                    self._queue.append(slot)
                 self._queue.append(event)
                 if len(self._queue) > self.max_queue:
                     self._counts["overflowed"] += 1
@@ -296,7 +307,9 @@ class BackgroundAdapter(Adapter):
                         self._overflow_warned = now
                         logger.warning(
                             "%s: %d events queued (max_queue=%d); the sink is not keeping up",
-                            type(self).__name__, len(self._queue), self.max_queue,
+                            type(self).__name__,
+                            len(self._queue),
+                            self.max_queue,
                         )
             self._cond.notify_all()
 
@@ -337,11 +350,13 @@ class BackgroundAdapter(Adapter):
                 self._counts["dropped"] += left
                 self._queue.clear()
                 self._deferred.clear()
-                self._latest.clear()
+                self._open.clear()
         if left:
             logger.warning(
                 "%s closed with %d undelivered events after %.1fs",
-                type(self).__name__, left, timeout,
+                type(self).__name__,
+                left,
+                timeout,
             )
         _live_background.discard(self)
 
@@ -361,14 +376,17 @@ class BackgroundAdapter(Adapter):
                     for subject, due in list(self._deferred.items()):
                         if hurry or due <= now:
                             del self._deferred[subject]
-                            self._queue.append(_ProgressSlot(subject))
+                            self._queue.append(self._open[subject])
                 if self._queue:
                     item = self._queue.popleft()
                     self._busy = True
                     if isinstance(item, _ProgressSlot):
+                        event = item.event
+                        if self._open.get(event.subject) is item:
+                            del self._open[event.subject]
                         if self.progress_interval:
-                            self._progress_due[item.subject] = now + self.progress_interval
-                        return self._latest.pop(item.subject)
+                            self._progress_due[event.subject] = now + self.progress_interval
+                        return event
                     return item
                 if self._closing:
                     return None
@@ -401,15 +419,24 @@ class BackgroundAdapter(Adapter):
                     self._counts["delivered"] += 1
                 return
             with self._cond:
-                superseded = event.type == TASK_PROGRESS and event.subject in self._latest
+                newer = self._open.get(event.subject)
+                superseded = (
+                    event.type == TASK_PROGRESS
+                    and newer is not None
+                    and newer.event.task_id == event.task_id
+                )
                 gave_up = self.max_attempts is not None and attempt >= self.max_attempts
                 if superseded:
                     self._counts["coalesced"] += 1
                     return
                 if gave_up:
                     self._counts["dropped"] += 1
-                    logger.error("%s gave up on event %s after %d attempts",
-                                 type(self).__name__, event.id, attempt)
+                    logger.error(
+                        "%s gave up on event %s after %d attempts",
+                        type(self).__name__,
+                        event.id,
+                        attempt,
+                    )
                     return
                 self._counts["retries"] += 1
             if self._abort.wait(delay):

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import IO, Any
 
-from .._optional import require
-from ..events import (
+from taskevents._optional import require
+from taskevents.events import (
     EVENT_TYPES,
     TASK_CANCELLED,
     TASK_COMPLETED,
@@ -28,7 +28,8 @@ from ..events import (
     TASK_STARTED,
     TaskEvent,
 )
-from ..exceptions import ValidationError
+from taskevents.exceptions import ValidationError
+
 from .base import Adapter
 
 __all__ = ["DEFAULT_LEVELS", "JSONLinesFormatter", "LoggingAdapter", "console_handler"]
@@ -150,9 +151,7 @@ class JSONLinesFormatter(logging.Formatter):
         return json.dumps(document, default=str)
 
 
-def console_handler(
-    stream: IO[str] | None = None, *, color: bool | None = None
-) -> logging.Handler:
+def console_handler(stream: IO[str] | None = None, *, color: bool | None = None) -> logging.Handler:
     """A handler for people watching a terminal: ``time level message``, coloured by
     level through colorlog (``pip install 'taskevents[color]'``).
 

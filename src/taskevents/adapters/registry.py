@@ -15,7 +15,8 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from ..exceptions import AdapterNotFound, MissingDependency, TaskEventsError
+from taskevents.exceptions import AdapterNotFound, MissingDependency, TaskEventsError
+
 from .base import Adapter
 
 __all__ = ["ENTRY_POINT_GROUP", "available_adapters", "load_adapter"]

@@ -1,0 +1,55 @@
+import sys
+
+import pytest
+
+from taskevents import (
+    AdapterNotFound,
+    Emitter,
+    MissingDependency,
+    TaskEventsError,
+    available_adapters,
+    load_adapter,
+)
+from taskevents._optional import require
+from taskevents.adapters.logging import LoggingAdapter
+
+
+def test_built_in_adapters_are_found_by_entry_point() -> None:
+    adapter = load_adapter("logging", logger="taskevents.test")
+    assert isinstance(adapter, LoggingAdapter)
+    assert adapter.logger.name == "taskevents.test"
+
+
+def test_a_third_party_adapter_is_found_the_same_way(emitter: Emitter) -> None:
+    # examples/custom_adapter is a separate distribution, installed by ./dev setup
+    assert "counter" in available_adapters()
+    with load_adapter("counter", types=["task_started"]).connect() as adapter:
+        emitter.started("aws01", "change_ip")
+        emitter.completed("aws01")
+    assert type(adapter).__module__ == "taskevents_example_adapter"
+    assert adapter.counts == {("aws01", "task_started"): 1}  # type: ignore[attr-defined]
+
+
+def test_unknown_name_lists_the_available_adapters() -> None:
+    with pytest.raises(AdapterNotFound) as caught:
+        load_adapter("carrier-pigeon")
+    message = str(caught.value)
+    assert "no adapter named 'carrier-pigeon'" in message
+    assert "logging" in message
+    assert "counter" in message
+    assert isinstance(caught.value, LookupError)
+
+
+def test_bad_options_reach_the_adapter_unchanged() -> None:
+    with pytest.raises(TaskEventsError, match="levels"):
+        load_adapter("logging", levels={"task_started": "LOUD"})
+
+
+def test_a_missing_optional_dependency_names_the_pip_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "colorlog", None)  # as if not installed
+    with pytest.raises(MissingDependency) as caught:
+        require("colorlog", extra="color", needed_by="colour output")
+    assert "pip install 'taskevents[color]'" in str(caught.value)
+    assert isinstance(caught.value, ImportError)
