@@ -1,0 +1,77 @@
+"""Sphinx configuration for the taskevents documentation.
+
+Build the site with ``sphinx-build -W --keep-going -b html docs docs/_build/html`` and
+run the examples with ``sphinx-build -W --keep-going -b doctest docs docs/_build/doctest``.
+"""
+
+from __future__ import annotations
+
+import taskevents
+
+project = "taskevents"
+author = "The taskevents developers"
+copyright = "the taskevents developers"
+release = taskevents.__version__
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.doctest",
+    "sphinx.ext.viewcode",
+]
+
+exclude_patterns = ["_build"]
+root_doc = "index"
+
+# -- autodoc ---------------------------------------------------------------------------
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
+
+# -- cross references ------------------------------------------------------------------
+
+# Every reference inside the project must resolve. There is no intersphinx (the docs are
+# built offline), so references into the standard library and blinker are left as text.
+nitpicky = True
+nitpick_ignore_regex = [
+    (r"py:.*", r"(abc|collections\.abc|contextlib|datetime|logging|threading|types|typing)\..*"),
+    (r"py:.*", r"blinker(\..*)?"),
+    (r"py:.*", r"(.*\.)?(A|P|R)"),  # type variables
+    (r"py:class", r"datetime"),  # the bare name, as written in some annotations
+    (r"py:func", r"repr"),
+    (r"py:exc", r"(KeyboardInterrupt|BaseException|Exception|ValueError|LookupError|ImportError)"),
+    (r"py:class", r"(BaseException|Exception|ValueError|LookupError|ImportError)"),
+]
+
+
+def _indent_orphan_literal_blocks(app, what, name, obj, options, lines):
+    """Indent a literal block that a docstring left flush with its text.
+
+    When a docstring's only indented lines are a ``::`` block (as in
+    ``CallableAdapter``'s), dedenting the docstring leaves the block flush left and
+    docutils reports "Literal block expected". Only such broken blocks are changed.
+    """
+    i = 0
+    while i < len(lines) - 2:
+        line = lines[i]
+        if line.rstrip().endswith("::") and not lines[i + 1].strip():
+            indent = len(line) - len(line.lstrip())
+            j = i + 2
+            if lines[j].strip() and len(lines[j]) - len(lines[j].lstrip()) <= indent:
+                while j < len(lines) and lines[j].strip():
+                    lines[j] = "    " + lines[j]
+                    j += 1
+            i = j
+        else:
+            i += 1
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _indent_orphan_literal_blocks)
+
+
+# -- HTML ------------------------------------------------------------------------------
+
+html_theme = "furo"
+html_title = f"taskevents {release}"
