@@ -45,32 +45,6 @@ nitpick_ignore_regex = [
 ]
 
 
-def _indent_orphan_literal_blocks(app, what, name, obj, options, lines):
-    """Indent a literal block that a docstring left flush with its text.
-
-    When a docstring's only indented lines are a ``::`` block (as in
-    ``CallableAdapter``'s), dedenting the docstring leaves the block flush left and
-    docutils reports "Literal block expected". Only such broken blocks are changed.
-    """
-    i = 0
-    while i < len(lines) - 2:
-        line = lines[i]
-        if line.rstrip().endswith("::") and not lines[i + 1].strip():
-            indent = len(line) - len(line.lstrip())
-            j = i + 2
-            if lines[j].strip() and len(lines[j]) - len(lines[j].lstrip()) <= indent:
-                while j < len(lines) and lines[j].strip():
-                    lines[j] = "    " + lines[j]
-                    j += 1
-            i = j
-        else:
-            i += 1
-
-
-def setup(app):
-    app.connect("autodoc-process-docstring", _indent_orphan_literal_blocks)
-
-
 # -- HTML ------------------------------------------------------------------------------
 
 html_theme = "furo"

@@ -227,3 +227,15 @@ def test_sixteen_threads_keep_every_subject_seq_gap_free() -> None:
         last_completed = [e for e in events if e.type == "task_completed"][-1]
         assert snapshot.last.task_id == last_completed.task_id
         assert snapshot.last.result == last_completed.data["result"]
+
+
+def test_track_with_a_non_json_result_fails_the_task_and_says_why(emitter: Emitter) -> None:
+    with (
+        capture_events() as events,
+        pytest.raises(ValidationError, match="result"),
+        emitter.track("aws01", "change_ip") as task,
+    ):
+        task.result = object()
+    assert [e.type for e in events] == ["task_started", "task_failed"]
+    assert events[-1].data["error"]["type"] == "ValidationError"
+    assert emitter.state.snapshot("aws01").status == "idle"  # type: ignore[union-attr]

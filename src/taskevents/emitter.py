@@ -337,6 +337,12 @@ class TaskTracker:
         self._ended = True
         task_id = self.started_event.task_id
         if exc is None:
+            try:
+                check_json(self.result, "result")
+            except ValidationError as invalid:
+                # Leave the subject consistent (not busy for ever), then say what was wrong.
+                self.emitter.failed(self.subject, invalid, task_id=task_id)
+                raise
             self.emitter.completed(self.subject, self.result, task_id=task_id)
             return
         try:

@@ -145,9 +145,11 @@ class Adapter(abc.ABC):
 
 
 class CallableAdapter(Adapter):
-    """Wraps a plain function ``func(event)`` as an adapter::
+    """Wraps a plain function ``func(event)`` as an adapter.
 
-    CallableAdapter(print, types=["task_failed"]).connect()
+    For example, to print every failure::
+
+        CallableAdapter(print, types=["task_failed"]).connect()
     """
 
     def __init__(
@@ -175,6 +177,16 @@ class _ProgressSlot:
 
     def __init__(self, event: TaskEvent) -> None:
         self.event = event
+
+
+class _Action:
+    """Work queued with :meth:`BackgroundAdapter.call_soon`."""
+
+    __slots__ = ("func", "subject")
+
+    def __init__(self, subject: str, func: Callable[[], object]) -> None:
+        self.subject = subject
+        self.func = func
 
 
 _live_background: weakref.WeakSet[BackgroundAdapter] = weakref.WeakSet()
@@ -240,7 +252,7 @@ class BackgroundAdapter(Adapter):
         self.max_attempts = max_attempts
 
         self._cond = threading.Condition()
-        self._queue: deque[TaskEvent | _ProgressSlot] = deque()
+        self._queue: deque[TaskEvent | _ProgressSlot | _Action] = deque()
         # The slot of each subject whose progress can still be replaced; a lifecycle event
         # closes it, so progress never jumps ahead of the lifecycle event that followed.
         self._open: dict[str, _ProgressSlot] = {}
@@ -295,10 +307,7 @@ class BackgroundAdapter(Adapter):
                 else:
                     self._queue.append(slot)
             else:
-                slot = self._open.pop(subject, None)
-                if slot is not None and self._deferred.pop(subject, None) is not None:
-                    # The waiting progress goes first, whatever the interval says.
-                    self._queue.append(slot)
+                self._close_slot(subject)
                 self._queue.append(event)
                 if len(self._queue) > self.max_queue:
                     self._counts["overflowed"] += 1
@@ -312,6 +321,25 @@ class BackgroundAdapter(Adapter):
                             self.max_queue,
                         )
             self._cond.notify_all()
+
+    def call_soon(self, subject: str, func: Callable[[], object]) -> None:
+        """Run ``func()`` in the worker after every event of ``subject`` queued so far
+        (progress included) and before any later one. What it raises is counted and
+        logged. Adapters use it to do per-subject work in stream order, e.g. to send a
+        new subscriber a snapshot at exactly the right point of the stream."""
+        with self._cond:
+            if self._closing:
+                return
+            self._close_slot(subject)
+            self._queue.append(_Action(subject, func))
+            self._cond.notify_all()
+
+    def _close_slot(self, subject: str) -> None:
+        # Called with the lock held: what comes next for ``subject`` goes behind the
+        # progress waiting now, which may still be replaced but not moved.
+        slot = self._open.pop(subject, None)
+        if slot is not None and self._deferred.pop(subject, None) is not None:
+            self._queue.append(slot)  # the waiting progress goes first, interval or not
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is delivered (progress held back by
@@ -362,7 +390,7 @@ class BackgroundAdapter(Adapter):
 
     # -- worker ---------------------------------------------------------------------
 
-    def _next(self) -> TaskEvent | None:
+    def _next(self) -> TaskEvent | _Action | None:
         """The next event to deliver, or None when closing with nothing left."""
         with self._cond:
             self._busy = False
@@ -395,13 +423,19 @@ class BackgroundAdapter(Adapter):
 
     def _run(self) -> None:
         while True:
-            event = self._next()
-            if event is None:
+            item = self._next()
+            if item is None:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
                 return
-            self._deliver_with_retry(event)
+            if isinstance(item, _Action):
+                try:
+                    item.func()
+                except Exception as exc:
+                    self.errors.report(exc, f"in work queued for {item.subject!r}")
+            else:
+                self._deliver_with_retry(item)
 
     def _deliver_with_retry(self, event: TaskEvent) -> None:
         delay = self.retry_initial

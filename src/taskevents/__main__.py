@@ -1,0 +1,3 @@
+from taskevents.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,495 @@
+"""Live task events in browsers and Socket.IO clients.
+
+The :class:`SocketIOAdapter` serves the wire protocol of the original TaskMaster system
+(its clients keep working unchanged) and adds to it: a snapshot with a seq on subscribe,
+gap-free resume with ``since``, progress coalescing, input validation with clear errors,
+and authentication and authorisation hooks. The protocol is written down in the docs
+(``docs/protocol.rst``).
+
+It works with a Flask-SocketIO ``SocketIO`` (initialised with an app) and with a bare
+python-socketio ``Server``. Requires ``pip install 'taskevents[socketio]'``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from taskevents._optional import require
+from taskevents.emitter import Emitter
+from taskevents.events import (
+    TASK_CANCELLED,
+    TASK_COMPLETED,
+    TASK_FAILED,
+    TASK_PROGRESS,
+    TASK_STARTED,
+    TaskEvent,
+)
+from taskevents.exceptions import ValidationError
+from taskevents.state import SubjectState
+
+from .base import BackgroundAdapter
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Authenticate",
+    "Authorize",
+    "SocketIOAdapter",
+    "merge_progress",
+    "room_for",
+    "snapshot_payload",
+    "update_payload",
+]
+
+logger = logging.getLogger("taskevents")
+
+#: Version of the protocol superset; sent in ``connection_status``.
+PROTOCOL_VERSION = 2
+#: Longest subject name a client may send.
+MAX_SUBJECT_LENGTH = 128
+_SUBJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]*\Z")
+
+#: ``authenticate(environ, auth) -> identity``: environ is the WSGI environ of the
+#: connection, auth what the client sent as ``auth``. Return None or False to refuse.
+Authenticate = Callable[[Mapping[str, Any], Any], Any]
+#: ``authorize(identity, subject) -> bool``: may this client watch this subject?
+Authorize = Callable[[Any, str], bool]
+
+_MISSING: Any = object()
+
+
+def room_for(subject: str) -> str:
+    """The Socket.IO room of a subject, named as the original system named it."""
+    return "task_" + subject
+
+
+def _timestamp(value: datetime | None = None) -> str:
+    return (value or datetime.now(timezone.utc)).isoformat()
+
+
+def update_payload(event: TaskEvent) -> dict[str, Any]:
+    """The ``task_status_update`` message for ``event``.
+
+    ``update`` holds exactly what the original system sent (``event``, then
+    ``task_type`` and ``status`` for a start, ``progress`` for progress, ``result`` and
+    ``status`` for a completion), plus new keys only.
+    """
+    data = event.data
+    type_ = event.type
+    update: dict[str, Any] = {"event": type_}
+    if type_ == TASK_STARTED:
+        update["task_type"] = event.task_type
+        update["status"] = "busy"
+        if data:
+            update["details"] = dict(data)
+    elif type_ == TASK_PROGRESS:
+        update["progress"] = dict(data)
+        if "percent" in data:
+            update["percent"] = data["percent"]
+    elif type_ == TASK_COMPLETED:
+        update["result"] = data.get("result")
+        update["status"] = "idle"
+    elif type_ == TASK_FAILED:
+        update["error"] = data.get("error")
+        update["status"] = "idle"
+    elif type_ == TASK_CANCELLED:
+        update["reason"] = data.get("reason")
+        update["status"] = "idle"
+    update["task_id"] = event.task_id
+    if type_ != TASK_STARTED:
+        update["task_type"] = event.task_type
+    return {
+        "config_name": event.subject,
+        "update": update,
+        "timestamp": _timestamp(event.time),
+        "seq": event.seq,
+        "event_id": event.id,
+    }
+
+
+def snapshot_payload(snapshot: SubjectState, **flags: bool) -> dict[str, Any]:
+    """The ``task_status`` message for a subject's snapshot."""
+    status = snapshot.to_dict()
+    status.pop("subject")
+    return {
+        "config_name": snapshot.subject,
+        "status": status,
+        "seq": snapshot.seq,
+        "timestamp": _timestamp(),
+        **flags,
+    }
+
+
+def merge_progress(events: Iterable[TaskEvent]) -> list[TaskEvent]:
+    """Keep every lifecycle event, and of each run of progress only the latest."""
+    merged: list[TaskEvent] = []
+    for event in events:
+        if event.type == TASK_PROGRESS and merged and merged[-1].type == TASK_PROGRESS:
+            merged[-1] = event
+        else:
+            merged.append(event)
+    return merged
+
+
+class _BadRequest(Exception):
+    def __init__(self, event: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.payload = {"message": message, "event": event, **details}
+
+
+class _Client:
+    __slots__ = ("identity", "subjects")
+
+    def __init__(self, identity: Any) -> None:
+        self.identity = identity
+        self.subjects: set[str] = set()
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+class SocketIOAdapter(BackgroundAdapter):
+    """Serves task events to Socket.IO clients, one room per subject.
+
+    :param server: a Flask-SocketIO ``SocketIO`` initialised with an app, or a
+        python-socketio ``Server``.
+    :param emitter: whose events and state to serve.
+    :param namespace: the Socket.IO namespace the handlers are registered on. The
+        adapter owns the ``connect``, ``disconnect``, ``subscribe_task``,
+        ``unsubscribe_task`` and ``get_all_tasks`` handlers there (and a catch-all that
+        answers unknown events with an ``error``); give it a namespace of its own if the
+        app has handlers of its own on ``/``.
+    :param progress_interval: at most one progress update per subject per this many
+        seconds reaches clients (the latest wins); lifecycle events are never delayed
+        by it.
+    :param authenticate: called on connect; see :data:`Authenticate`. Default: everyone
+        may connect.
+    :param authorize: called on subscribe, and to filter ``all_tasks``; see
+        :data:`Authorize`. Default: every client may watch every subject.
+    :param max_subscriptions: how many subjects one client may watch at once.
+    :param subjects: serve only these subjects (default: all the emitter's).
+    """
+
+    def __init__(
+        self,
+        server: Any,
+        emitter: Emitter,
+        *,
+        namespace: str = "/",
+        progress_interval: float = 0.1,
+        authenticate: Authenticate | None = None,
+        authorize: Authorize | None = None,
+        max_subscriptions: int = 100,
+        subjects: Iterable[str] | None = None,
+    ) -> None:
+        socketio = require("socketio", extra="socketio", needed_by="SocketIOAdapter")
+        sio = server
+        if not isinstance(sio, socketio.Server) and hasattr(server, "init_app"):
+            sio = getattr(server, "server", None)  # Flask-SocketIO wraps a Server
+            if sio is None:
+                raise ValidationError(
+                    "server", "a Flask-SocketIO SocketIO initialised with an app", server
+                )
+        if not isinstance(sio, socketio.Server):
+            raise ValidationError(
+                "server", "a python-socketio Server or a Flask-SocketIO SocketIO", server
+            )
+        if not isinstance(emitter, Emitter):
+            raise ValidationError("emitter", "a taskevents.Emitter", emitter)
+        if not isinstance(namespace, str) or not namespace.startswith("/"):
+            raise ValidationError("namespace", "a string starting with '/'", namespace)
+        if (
+            not isinstance(max_subscriptions, int)
+            or isinstance(max_subscriptions, bool)
+            or max_subscriptions < 1
+        ):
+            raise ValidationError("max_subscriptions", "a positive integer", max_subscriptions)
+        for name, hook in (("authenticate", authenticate), ("authorize", authorize)):
+            if hook is not None and not callable(hook):
+                raise ValidationError(name, "a callable or None", hook)
+        super().__init__(subjects=subjects, progress_interval=progress_interval, max_attempts=3)
+        self.sio = sio
+        self.emitter = emitter
+        self.namespace = namespace
+        self.authenticate = authenticate
+        self.authorize = authorize
+        self.max_subscriptions = max_subscriptions
+        self._clients: dict[str, _Client] = {}
+        self._clients_lock = threading.Lock()
+        for event, handler in (
+            ("connect", self._on_connect),
+            ("disconnect", self._on_disconnect),
+            ("subscribe_task", self._on_subscribe),
+            ("unsubscribe_task", self._on_unsubscribe),
+            ("get_all_tasks", self._on_get_all),
+            ("*", self._on_unknown),
+        ):
+            sio.on(event, handler, namespace=namespace)
+
+    def connect(self, emitter: object | None = None) -> SocketIOAdapter:
+        """Start serving the events of ``emitter`` (by default the one given at
+        construction)."""
+        return super().connect(self.emitter if emitter is None else emitter)
+
+    @property
+    def client_count(self) -> int:
+        """How many clients are connected to the namespace."""
+        with self._clients_lock:
+            return len(self._clients)
+
+    # -- events to clients ---------------------------------------------------------
+
+    def deliver(self, event: TaskEvent) -> None:
+        self.sio.emit(
+            "task_status_update",
+            update_payload(event),
+            room=room_for(event.subject),
+            namespace=self.namespace,
+        )
+
+    def _send(self, sid: str, name: str, payload: Mapping[str, Any]) -> None:
+        self.sio.emit(name, payload, to=sid, namespace=self.namespace)
+
+    def _error(self, sid: str, problem: _BadRequest) -> None:
+        self._send(sid, "error", problem.payload)
+
+    # -- handlers ----------------------------------------------------------------------
+
+    def _on_connect(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> None:
+        identity = None
+        if self.authenticate is not None:
+            try:
+                identity = self.authenticate(environ, auth)
+            except Exception as exc:
+                self.errors.report(exc, "in the authenticate hook")
+                identity = None
+            if identity is None or identity is False:
+                socketio = require("socketio", extra="socketio", needed_by="SocketIOAdapter")
+                raise socketio.exceptions.ConnectionRefusedError(
+                    {"message": "authentication failed"}
+                )
+        with self._clients_lock:
+            self._clients[sid] = _Client(identity)
+        self._send(
+            sid,
+            "connection_status",
+            {"status": "connected", "client_id": sid, "protocol": PROTOCOL_VERSION},
+        )
+
+    def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        with self._clients_lock:
+            self._clients.pop(sid, None)
+
+    def _on_unknown(self, event: str, sid: str, *args: Any) -> None:
+        self._error(
+            sid,
+            _BadRequest(
+                str(event),
+                f"unknown event {str(event)[:64]!r}; expected one of subscribe_task, "
+                "unsubscribe_task, get_all_tasks",
+            ),
+        )
+
+    def _allowed(self, identity: Any, subject: str) -> bool:
+        if self.subjects is not None and subject not in self.subjects:
+            return False
+        if self.authorize is None:
+            return True
+        try:
+            return bool(self.authorize(identity, subject))
+        except Exception as exc:
+            self.errors.report(exc, "in the authorize hook")
+            return False
+
+    def _fields(
+        self, event: str, args: tuple[Any, ...], allowed: tuple[str, ...], required: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """Validate a client payload: one JSON object with only ``allowed`` fields."""
+        if len(args) > 1:
+            raise _BadRequest(event, f"{event} takes one argument, an object; got {len(args)}")
+        payload = args[0] if args else _MISSING
+        if payload is _MISSING or payload is None:
+            if required:
+                raise _BadRequest(
+                    event, f"{event} needs an object with {required[0]!r}", field=required[0]
+                )
+            return {}
+        if not isinstance(payload, dict):
+            raise _BadRequest(
+                event,
+                f"{event} expects an object, got {_describe(payload)}",
+                expected="an object",
+            )
+        unknown = sorted(str(key) for key in payload if key not in allowed)
+        if unknown:
+            expected = ", ".join(allowed) if allowed else "no fields"
+            raise _BadRequest(
+                event,
+                f"{event}: unknown field {unknown[0][:64]!r}; expected {expected}",
+                field=unknown[0][:64],
+                expected=expected,
+            )
+        for name in required:
+            if name not in payload:
+                raise _BadRequest(event, f"{event}: missing field {name!r}", field=name)
+        return payload
+
+    def _subject(self, event: str, value: Any) -> str:
+        expected = (
+            f"a string of 1 to {MAX_SUBJECT_LENGTH} letters, digits or _.:@- "
+            "starting with a letter or digit"
+        )
+        if not isinstance(value, str):
+            raise _BadRequest(
+                event,
+                f"{event}: config_name must be a string, got {_describe(value)}",
+                field="config_name",
+                expected=expected,
+            )
+        if not value or len(value) > MAX_SUBJECT_LENGTH or not _SUBJECT_RE.match(value):
+            raise _BadRequest(
+                event,
+                f"{event}: config_name must be {expected}",
+                field="config_name",
+                expected=expected,
+            )
+        return value
+
+    def _on_subscribe(self, sid: str, *args: Any) -> None:
+        event = "subscribe_task"
+        try:
+            fields = self._fields(event, args, ("config_name", "since"), ("config_name",))
+            subject = self._subject(event, fields["config_name"])
+            since = fields.get("since")
+            if since is not None and (
+                not isinstance(since, int) or isinstance(since, bool) or since < 0
+            ):
+                raise _BadRequest(
+                    event,
+                    f"{event}: since must be a whole number >= 0, got {_describe(since)}",
+                    field="since",
+                    expected="a whole number >= 0",
+                )
+            with self._clients_lock:
+                client = self._clients.get(sid)
+            if client is None:
+                return
+            state = self.emitter.state
+            if not self._allowed(client.identity, subject):
+                raise _BadRequest(
+                    event,
+                    f"{event}: not authorised to watch {subject!r}",
+                    field="config_name",
+                    config_name=subject,
+                )
+            try:
+                lock = state.lock(subject)
+            except KeyError:
+                raise _BadRequest(
+                    event,
+                    f"{event}: unknown config_name {subject!r}",
+                    field="config_name",
+                    expected="the name of a registered config",
+                    config_name=subject,
+                ) from None
+            with self._clients_lock:
+                if subject not in client.subjects:
+                    if len(client.subjects) >= self.max_subscriptions:
+                        raise _BadRequest(
+                            event,
+                            f"{event}: at most {self.max_subscriptions} subscriptions per "
+                            "client; unsubscribe from one first",
+                            field="config_name",
+                            config_name=subject,
+                        )
+                    client.subjects.add(subject)
+        except _BadRequest as problem:
+            self._error(sid, problem)
+            return
+        with lock:
+            # Nothing happens to the subject until the worker has the join in its queue,
+            # so the client gets exactly the events after the snapshot (or the replay).
+            snapshot = state.snapshot(subject)
+            replay = state.history(subject, since) if since is not None else None
+            assert snapshot is not None
+            self.call_soon(subject, functools.partial(self._join, sid, snapshot, since, replay))
+
+    def _join(
+        self, sid: str, snapshot: SubjectState, since: int | None, replay: list[TaskEvent] | None
+    ) -> None:
+        subject = snapshot.subject
+        with self._clients_lock:
+            client = self._clients.get(sid)
+            if client is None or subject not in client.subjects:
+                return  # gone, or unsubscribed meanwhile
+            self.sio.enter_room(sid, room_for(subject), namespace=self.namespace)
+        if since is None:
+            self._send(sid, "task_status", snapshot_payload(snapshot))
+        elif replay is None:
+            self._send(sid, "task_status", snapshot_payload(snapshot, resync=True))
+        else:
+            for event in merge_progress(replay):
+                self._send(sid, "task_status_update", {**update_payload(event), "replayed": True})
+            self._send(sid, "task_status", snapshot_payload(snapshot, resumed=True))
+
+    def _on_unsubscribe(self, sid: str, *args: Any) -> None:
+        event = "unsubscribe_task"
+        try:
+            fields = self._fields(event, args, ("config_name",), ("config_name",))
+            subject = self._subject(event, fields["config_name"])
+        except _BadRequest as problem:
+            self._error(sid, problem)
+            return
+        with self._clients_lock:
+            client = self._clients.get(sid)
+            if client is None:
+                return
+            client.subjects.discard(subject)
+        self.call_soon(subject, functools.partial(self._leave, sid, subject))
+
+    def _leave(self, sid: str, subject: str) -> None:
+        with self._clients_lock:
+            client = self._clients.get(sid)
+            if client is None:
+                return
+            if subject not in client.subjects:
+                self.sio.leave_room(sid, room_for(subject), namespace=self.namespace)
+        self._send(sid, "unsubscribed", {"config_name": subject})
+
+    def _on_get_all(self, sid: str, *args: Any) -> None:
+        try:
+            self._fields("get_all_tasks", args, (), ())
+        except _BadRequest as problem:
+            self._error(sid, problem)
+            return
+        with self._clients_lock:
+            client = self._clients.get(sid)
+        if client is None:
+            return
+        self._send(sid, "all_tasks", self.all_tasks(client.identity))
+
+    def all_tasks(self, identity: Any = None) -> dict[str, Any]:
+        """The ``all_tasks`` message: every subject ``identity`` may watch."""
+        tasks = {}
+        for subject, snapshot in self.emitter.state.snapshot_all().items():
+            if self._allowed(identity, subject):
+                tasks[subject] = snapshot_payload(snapshot)["status"]
+        return {"tasks": tasks, "timestamp": _timestamp()}

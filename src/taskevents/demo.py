@@ -1,0 +1,146 @@
+"""The demo server: the original system's standalone test server, grown up.
+
+Simulated configs ``aws01``, ``aws02`` and ``aws03``; ``POST /api/tasks/<config_name>``
+starts a simulated task that passes through several progress stages (and fails when
+asked to); the dashboard at ``/`` and ``/websocket`` watches it all live.
+Run it with ``taskevents demo``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import flask
+
+from taskevents.emitter import Emitter
+from taskevents.events import TaskEvent
+from taskevents.exceptions import SubjectBusy
+from taskevents.flask import TaskEvents
+
+__all__ = ["DEMO_CONFIGS", "SimulatedTaskManager", "create_app"]
+
+#: The simulated configs, with the metadata the original kept for each.
+DEMO_CONFIGS: dict[str, dict[str, Any]] = {
+    "aws01": {"region": "eu-west-1"},
+    "aws02": {"region": "us-east-1"},
+    "aws03": {"region": "ap-southeast-2"},
+}
+
+STAGES: Sequence[tuple[int, str, str]] = (
+    (10, "preparation", "Allocating a new Elastic IP..."),
+    (30, "execution", "Stopping the instance..."),
+    (55, "execution", "Changing IP address..."),
+    (80, "verification", "Checking the new address answers..."),
+    (100, "verification", "Releasing the old address..."),
+)
+
+_TASK_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
+
+
+class SimulatedTaskManager:
+    """Stands in for the original TaskManager: runs fake tasks that only call the
+    emitter, each in a background task of the Socket.IO server's async mode."""
+
+    def __init__(self, emitter: Emitter, socketio: Any, *, task_seconds: float = 5.0) -> None:
+        self.emitter = emitter
+        self.socketio = socketio
+        self.task_seconds = task_seconds
+
+    def start(
+        self, config_name: str, task_type: str = "change_ip", *, fail: bool = False
+    ) -> TaskEvent:
+        """Start a task; raises :class:`~taskevents.SubjectBusy` if one is running."""
+        started = self.emitter.started(config_name, task_type)
+        self.socketio.start_background_task(self._run, config_name, started.task_id, fail)
+        return started
+
+    def _run(self, config_name: str, task_id: str, fail: bool) -> None:
+        pause = self.task_seconds / (len(STAGES) + 1)
+        for percent, stage, message in STAGES:
+            self.socketio.sleep(pause)
+            self.emitter.progress(config_name, percent, stage, message, task_id=task_id)
+            if fail and percent >= 55:
+                self.emitter.failed(
+                    config_name,
+                    RuntimeError("the instance refused the new address"),
+                    task_id=task_id,
+                )
+                return
+        self.socketio.sleep(pause)
+        address = f"203.0.113.{random.randint(1, 254)}"  # TEST-NET-3: documentation only
+        self.emitter.completed(
+            config_name, {"status": "success", "data": {"ip": address}}, task_id=task_id
+        )
+
+
+def _problem(status: int, message: str, **details: Any) -> flask.Response:
+    response = flask.jsonify({"error": {"message": message, **details}})
+    response.status_code = status
+    return response
+
+
+def create_app(
+    *, task_seconds: float = 5.0, async_mode: str | None = "threading", log: bool = True
+) -> tuple[flask.Flask, Any]:
+    """The demo app and its SocketIO, ready for ``socketio.run(app)``."""
+    from flask_socketio import SocketIO
+
+    app = flask.Flask("taskevents.demo")
+    app.config.update(
+        TASKEVENTS_SUBJECTS=DEMO_CONFIGS,
+        TASKEVENTS_DEMO=True,
+        TASKEVENTS_ADAPTERS=["logging"] if log else [],
+        TASKEVENTS_SOURCE="taskevents-demo",
+    )
+    socketio = SocketIO(app, async_mode=async_mode)
+    extension = TaskEvents(app, socketio)
+    manager = SimulatedTaskManager(
+        extension.state(app).emitter, socketio, task_seconds=task_seconds
+    )
+    app.extensions["taskevents_demo"] = manager
+    app.add_url_rule("/", "index", app.view_functions["taskevents_dashboard.page"])
+
+    @app.post("/api/tasks/<config_name>")
+    def start_task(config_name: str) -> tuple[flask.Response, int] | flask.Response:
+        if config_name not in DEMO_CONFIGS:
+            return _problem(404, f"unknown config_name {config_name!r}", config_name=config_name)
+        body = flask.request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return _problem(
+                400, 'the body must be a JSON object such as {"task_type": "change_ip"}'
+            )
+        unknown = sorted(set(body) - {"task_type", "fail"})
+        if unknown:
+            return _problem(
+                400,
+                f"unknown field {unknown[0]!r}; expected task_type and optionally fail",
+                field=unknown[0],
+            )
+        task_type = body.get("task_type")
+        if not isinstance(task_type, str) or not _TASK_TYPE.match(task_type):
+            return _problem(
+                400,
+                "task_type must be a string of lowercase letters, digits and _ "
+                '(at most 64), e.g. "change_ip"',
+                field="task_type",
+            )
+        fail = body.get("fail", False)
+        if not isinstance(fail, bool):
+            return _problem(400, "fail must be true or false", field="fail")
+        try:
+            started = manager.start(config_name, task_type, fail=fail)
+        except SubjectBusy as busy:
+            return _problem(409, str(busy), config_name=config_name, task_id=busy.running_task_id)
+        payload = {
+            "task_id": started.task_id,
+            "config_name": config_name,
+            "task_type": task_type,
+            "status": "busy",
+            "seq": started.seq,
+        }
+        return flask.jsonify(payload), 202
+
+    return app, socketio

@@ -1,0 +1,283 @@
+"""The Flask extension: Socket.IO adapter, REST endpoints and dashboard, wired from config.
+
+.. code-block:: python
+
+    from flask import Flask
+    from flask_socketio import SocketIO
+    from taskevents.flask import TaskEvents
+
+    app = Flask(__name__)
+    socketio = SocketIO(app)
+    tasks = TaskEvents(app, socketio)
+    tasks.emitter.register("aws01")          # then, in the task manager:
+    tasks.emitter.started("aws01", "change_ip")
+
+Works with app factories (``TaskEvents()`` then ``init_app(app, socketio)``) and with
+several apps; each app's state lives in ``app.extensions["taskevents"]``.
+
+Configuration keys (all optional):
+
+=================================== ==============================================
+``TASKEVENTS_SUBJECTS``             subjects to register: a list of names, or a
+                                    mapping of name to metadata
+``TASKEVENTS_NAMESPACE``            Socket.IO namespace (``"/"``)
+``TASKEVENTS_PROGRESS_INTERVAL``    seconds between progress updates per subject
+                                    (``0.1``)
+``TASKEVENTS_MAX_SUBSCRIPTIONS``    subjects one client may watch at once (``100``)
+``TASKEVENTS_API_PREFIX``           REST endpoints' prefix (``"/api/tasks"``); None
+                                    turns them off
+``TASKEVENTS_DASHBOARD``            serve the dashboard (``True``)
+``TASKEVENTS_DASHBOARD_PATH``       where (``"/websocket"``, the original's path)
+``TASKEVENTS_ADAPTERS``             more adapters by name: ``["logging"]`` or
+                                    ``{"logging": {"logger": "myapp.tasks"}}``
+``TASKEVENTS_CORS_ALLOWED_ORIGINS`` only when the extension creates the SocketIO:
+                                    origins allowed besides the serving one
+``TASKEVENTS_ASYNC_MODE``           only when the extension creates the SocketIO
+``TASKEVENTS_SOURCE``               the emitter's source (the app's import name)
+``TASKEVENTS_DEMO``                 show the dashboard's "run a task" buttons
+=================================== ==============================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import flask
+
+from taskevents.adapters import Adapter, load_adapter
+from taskevents.adapters.socketio import (
+    Authenticate,
+    Authorize,
+    SocketIOAdapter,
+    snapshot_payload,
+)
+from taskevents.emitter import Emitter
+from taskevents.exceptions import ValidationError
+
+__all__ = ["TaskEvents", "TaskEventsState"]
+
+DEFAULTS: Mapping[str, Any] = {
+    "TASKEVENTS_SUBJECTS": (),
+    "TASKEVENTS_NAMESPACE": "/",
+    "TASKEVENTS_PROGRESS_INTERVAL": 0.1,
+    "TASKEVENTS_MAX_SUBSCRIPTIONS": 100,
+    "TASKEVENTS_API_PREFIX": "/api/tasks",
+    "TASKEVENTS_DASHBOARD": True,
+    "TASKEVENTS_DASHBOARD_PATH": "/websocket",
+    "TASKEVENTS_ADAPTERS": (),
+    "TASKEVENTS_CORS_ALLOWED_ORIGINS": None,
+    "TASKEVENTS_ASYNC_MODE": None,
+    "TASKEVENTS_SOURCE": None,
+    "TASKEVENTS_DEMO": False,
+}
+
+
+@dataclass
+class TaskEventsState:
+    """What the extension keeps per app, in ``app.extensions["taskevents"]``."""
+
+    emitter: Emitter
+    socketio: Any
+    socketio_adapter: SocketIOAdapter
+    adapters: list[Adapter] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Disconnect and flush every adapter."""
+        self.socketio_adapter.close()
+        for adapter in self.adapters:
+            adapter.close()
+
+
+def _config_error(key: str, expected: str, got: object) -> ValidationError:
+    return ValidationError(key, expected, got)
+
+
+def _adapter_specs(value: object) -> list[tuple[str, dict[str, Any]]]:
+    key = "TASKEVENTS_ADAPTERS"
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)):
+        items = [(item, {}) if isinstance(item, str) else (None, item) for item in value]
+    else:
+        raise _config_error(key, "a list of adapter names or a mapping name -> options", value)
+    specs = []
+    for name, options in items:
+        if not isinstance(name, str) or not isinstance(options, Mapping):
+            raise _config_error(key, "adapter names (strings) with option mappings", name)
+        specs.append((name, dict(options)))
+    return specs
+
+
+def _subjects(value: object) -> dict[str, Mapping[str, Any]]:
+    if isinstance(value, Mapping):
+        return {str(k): (v or {}) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return {name: {} for name in value}
+    raise _config_error(
+        "TASKEVENTS_SUBJECTS", "a list of subject names or a mapping name -> metadata", value
+    )
+
+
+class TaskEvents:
+    """The Flask extension.
+
+    :param app: the app, or None to call :meth:`init_app` later (app factories).
+    :param socketio: the app's Flask-SocketIO ``SocketIO``; None creates one (with CORS
+        limited to the serving origin unless ``TASKEVENTS_CORS_ALLOWED_ORIGINS`` says
+        otherwise).
+    :param emitter: the emitter to serve; None gives each app its own.
+    :param authenticate: ``authenticate(environ, auth) -> identity``, run inside the
+        app's request context on Socket.IO connect and on REST calls; None or False
+        refuses. Default: everyone.
+    :param authorize: ``authorize(identity, subject) -> bool``. Default: everything.
+    """
+
+    def __init__(
+        self,
+        app: flask.Flask | None = None,
+        socketio: Any = None,
+        *,
+        emitter: Emitter | None = None,
+        authenticate: Authenticate | None = None,
+        authorize: Authorize | None = None,
+    ) -> None:
+        self._emitter = emitter
+        self.authenticate = authenticate
+        self.authorize = authorize
+        if app is not None:
+            self.init_app(app, socketio)
+
+    def init_app(self, app: flask.Flask, socketio: Any = None) -> None:
+        """Set the extension up for ``app``."""
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        config = app.config
+        emitter = self._emitter or Emitter(source=config["TASKEVENTS_SOURCE"] or app.import_name)
+        for subject, metadata in _subjects(config["TASKEVENTS_SUBJECTS"]).items():
+            emitter.register(subject, **metadata)
+        if socketio is None:
+            from flask_socketio import SocketIO
+
+            socketio = SocketIO(
+                app,
+                async_mode=config["TASKEVENTS_ASYNC_MODE"],
+                cors_allowed_origins=config["TASKEVENTS_CORS_ALLOWED_ORIGINS"],
+            )
+        authenticate = self._authenticate_in(app) if self.authenticate else None
+        try:
+            adapter = SocketIOAdapter(
+                socketio,
+                emitter,
+                namespace=config["TASKEVENTS_NAMESPACE"],
+                progress_interval=config["TASKEVENTS_PROGRESS_INTERVAL"],
+                max_subscriptions=config["TASKEVENTS_MAX_SUBSCRIPTIONS"],
+                authenticate=authenticate,
+                authorize=self.authorize,
+            )
+        except ValidationError as exc:
+            if exc.field == "server":
+                raise
+            raise _config_error(f"TASKEVENTS_{exc.field.upper()}", exc.expected, None) from exc
+        adapter.connect(emitter)
+        state = TaskEventsState(emitter, socketio, adapter)
+        for name, options in _adapter_specs(config["TASKEVENTS_ADAPTERS"]):
+            state.adapters.append(load_adapter(name, **options).connect(emitter))
+        app.extensions["taskevents"] = state
+        if config["TASKEVENTS_API_PREFIX"]:
+            app.register_blueprint(
+                self._api_blueprint(), url_prefix=config["TASKEVENTS_API_PREFIX"]
+            )
+        if config["TASKEVENTS_DASHBOARD"]:
+            app.register_blueprint(self._dashboard_blueprint(app))
+
+    # -- access ------------------------------------------------------------------------
+
+    @staticmethod
+    def state(app: flask.Flask | None = None) -> TaskEventsState:
+        """The extension's state for ``app`` (default: the current app)."""
+        app = app or flask.current_app
+        try:
+            state = app.extensions["taskevents"]
+        except KeyError:
+            raise RuntimeError("TaskEvents.init_app() has not been called for this app") from None
+        assert isinstance(state, TaskEventsState)
+        return state
+
+    @property
+    def emitter(self) -> Emitter:
+        """The emitter: the one given, or the current app's."""
+        return self._emitter or self.state().emitter
+
+    # -- auth ----------------------------------------------------------------------------
+
+    def _authenticate_in(self, app: flask.Flask) -> Authenticate:
+        hook = self.authenticate
+        assert hook is not None
+
+        def authenticate(environ: Mapping[str, Any], auth: Any) -> Any:
+            with app.request_context(dict(environ)):
+                return hook(environ, auth)
+
+        return authenticate
+
+    def _identity(self) -> tuple[bool, Any]:
+        if self.authenticate is None:
+            return True, None
+        identity = self.authenticate(flask.request.environ, None)
+        return identity is not None and identity is not False, identity
+
+    # -- blueprints --------------------------------------------------------------------
+
+    def _api_blueprint(self) -> flask.Blueprint:
+        api = flask.Blueprint("taskevents_api", __name__)
+
+        def error(status: int, message: str, **details: Any) -> flask.Response:
+            response = flask.jsonify({"error": {"message": message, **details}})
+            response.status_code = status
+            return response
+
+        @api.get("")
+        def all_tasks() -> flask.Response:
+            ok, identity = self._identity()
+            if not ok:
+                return error(401, "authentication required")
+            state = self.state()
+            return flask.jsonify(state.socketio_adapter.all_tasks(identity))
+
+        @api.get("/<subject>")
+        def one_task(subject: str) -> flask.Response:
+            ok, identity = self._identity()
+            if not ok:
+                return error(401, "authentication required")
+            state = self.state()
+            snapshot = state.emitter.state.snapshot(subject)
+            if snapshot is None or not state.socketio_adapter._allowed(identity, subject):
+                return error(404, f"unknown config_name {subject!r}", config_name=subject)
+            return flask.jsonify(snapshot_payload(snapshot))
+
+        return api
+
+    def _dashboard_blueprint(self, app: flask.Flask) -> flask.Blueprint:
+        dashboard = flask.Blueprint(
+            "taskevents_dashboard",
+            __name__,
+            static_folder="static",
+            static_url_path="/taskevents/static",
+            template_folder="templates",
+        )
+        path = app.config["TASKEVENTS_DASHBOARD_PATH"]
+
+        @dashboard.get(path)
+        def page() -> str:
+            config = flask.current_app.config
+            settings = {
+                "namespace": config["TASKEVENTS_NAMESPACE"],
+                "apiPrefix": config["TASKEVENTS_API_PREFIX"],
+                "demo": bool(config["TASKEVENTS_DEMO"]),
+            }
+            return flask.render_template("taskevents/dashboard.html", settings=json.dumps(settings))
+
+        return dashboard
