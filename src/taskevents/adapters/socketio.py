@@ -143,10 +143,11 @@ class _BadRequest(Exception):
 
 
 class _Client:
-    __slots__ = ("identity", "subjects")
+    __slots__ = ("greeted", "identity", "subjects")
 
     def __init__(self, identity: Any) -> None:
         self.identity = identity
+        self.greeted = False
         self.subjects: set[str] = set()
 
 
@@ -283,22 +284,43 @@ class SocketIOAdapter(BackgroundAdapter):
                 identity = None
             if identity is None or identity is False:
                 socketio = require("socketio", extra="socketio", needed_by="SocketIOAdapter")
-                raise socketio.exceptions.ConnectionRefusedError(
-                    {"message": "authentication failed"}
-                )
+                raise socketio.exceptions.ConnectionRefusedError("authentication failed")
         with self._clients_lock:
             self._clients[sid] = _Client(identity)
-        self._send(
-            sid,
-            "connection_status",
-            {"status": "connected", "client_id": sid, "protocol": PROTOCOL_VERSION},
-        )
+        # python-socketio confirms the connection only after this handler returns;
+        # greet the client once it has, so no event precedes the confirmation.
+        self.sio.start_background_task(self._greet, sid)
+
+    def _greet(self, sid: str) -> None:
+        for _ in range(400):  # up to about 2 s
+            if self.sio.manager.is_connected(sid, self.namespace):
+                self._greet_once(sid)
+                return
+            with self._clients_lock:
+                if sid not in self._clients:
+                    return
+            self.sio.sleep(0.005)
+
+    def _greet_once(self, sid: str) -> _Client | None:
+        """Send ``connection_status`` unless sent already; every handler calls this
+        first, so it is always the first event a client gets."""
+        with self._clients_lock:
+            client = self._clients.get(sid)
+            if client is not None and not client.greeted:
+                client.greeted = True
+                self._send(
+                    sid,
+                    "connection_status",
+                    {"status": "connected", "client_id": sid, "protocol": PROTOCOL_VERSION},
+                )
+            return client
 
     def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         with self._clients_lock:
             self._clients.pop(sid, None)
 
     def _on_unknown(self, event: str, sid: str, *args: Any) -> None:
+        self._greet_once(sid)
         self._error(
             sid,
             _BadRequest(
@@ -375,6 +397,7 @@ class SocketIOAdapter(BackgroundAdapter):
 
     def _on_subscribe(self, sid: str, *args: Any) -> None:
         event = "subscribe_task"
+        self._greet_once(sid)
         try:
             fields = self._fields(event, args, ("config_name", "since"), ("config_name",))
             subject = self._subject(event, fields["config_name"])
@@ -452,6 +475,7 @@ class SocketIOAdapter(BackgroundAdapter):
 
     def _on_unsubscribe(self, sid: str, *args: Any) -> None:
         event = "unsubscribe_task"
+        self._greet_once(sid)
         try:
             fields = self._fields(event, args, ("config_name",), ("config_name",))
             subject = self._subject(event, fields["config_name"])
@@ -475,6 +499,7 @@ class SocketIOAdapter(BackgroundAdapter):
         self._send(sid, "unsubscribed", {"config_name": subject})
 
     def _on_get_all(self, sid: str, *args: Any) -> None:
+        self._greet_once(sid)
         try:
             self._fields("get_all_tasks", args, (), ())
         except _BadRequest as problem:

@@ -1,0 +1,667 @@
+/*
+ * The taskevents dashboard: watches subjects over the Socket.IO protocol served by
+ * taskevents.adapters.socketio (docs/protocol.rst).
+ *
+ * Every piece of server data reaches the DOM through textContent or setAttribute,
+ * never through innerHTML. No build step and nothing fetched from elsewhere: the only
+ * dependency is the vendored socket.io client (the global `io`).
+ */
+(function () {
+  "use strict";
+
+  const settings = Object.assign(
+    { namespace: "/", apiPrefix: "/api/tasks", demo: false },
+    window.TASKEVENTS || {},
+  );
+  const LOG_LIMIT = 200;
+  // Unsubscribed cards get no live stream; their snapshot is refreshed this often.
+  const REFRESH_MS = 5000;
+  const STORAGE_KEY = "taskevents.dashboard.subscriptions";
+  const ENDED = { task_completed: "completed", task_failed: "failed", task_cancelled: "cancelled" };
+
+  // -- DOM helpers ----------------------------------------------------------------------
+
+  function role(name, root) {
+    return (root || document).querySelector('[data-role="' + name + '"]');
+  }
+
+  /** Build an element; string children become text nodes, so data is never parsed as HTML. */
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "className") node.className = value;
+      else if (key === "hidden") node.hidden = true;
+      else node.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function clock(timestamp) {
+    const date = timestamp ? new Date(timestamp) : new Date();
+    if (Number.isNaN(date.getTime())) return String(timestamp);
+    return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  }
+
+  function clip(text, length) {
+    const value = String(text);
+    return value.length > length ? value.slice(0, length - 1) + "…" : value;
+  }
+
+  /** A short readable line for any JSON value: {"data": {"ip": "x"}} -> "data.ip: x". */
+  function summarize(value, limit) {
+    if (value === null || value === undefined) return "";
+    if (typeof value !== "object") return clip(value, limit || 160);
+    const parts = [];
+    (function walk(item, path, depth) {
+      if (item !== null && typeof item === "object" && !Array.isArray(item) && depth < 3) {
+        for (const [key, child] of Object.entries(item)) walk(child, path ? path + "." + key : key, depth + 1);
+      } else {
+        parts.push((path ? path + ": " : "") + (typeof item === "string" ? item : JSON.stringify(item)));
+      }
+    })(value, "", 0);
+    return clip(parts.join(" · "), limit || 160);
+  }
+
+  function describeError(error) {
+    if (!error) return "unknown error";
+    if (typeof error === "string") return error;
+    const message = error.message !== undefined ? String(error.message) : summarize(error);
+    return error.type ? error.type + ": " + message : message;
+  }
+
+  function percentOf(progress) {
+    const value = progress && typeof progress.percent === "number" ? progress.percent : null;
+    return value === null ? null : Math.max(0, Math.min(100, value));
+  }
+
+  // -- state ----------------------------------------------------------------------------
+
+  /** name -> subject record: what the card shows, plus subscription bookkeeping. */
+  const subjects = new Map();
+  const stats = { duplicatesIgnored: 0, replayed: 0, resumed: 0, resynced: 0 };
+  let connectionId = 0;
+  let gotSubjectList = false;
+
+  function loadWanted() {
+    try {
+      const names = JSON.parse(window.localStorage.getItem(STORAGE_KEY) || "[]");
+      return new Set(Array.isArray(names) ? names.filter((name) => typeof name === "string") : []);
+    } catch (_error) {
+      return new Set();
+    }
+  }
+  const initiallyWanted = loadWanted();
+
+  function saveWanted() {
+    const names = [...subjects.values()].filter((s) => s.wanted).map((s) => s.name);
+    try {
+      window.localStorage.setItem(STORAGE_KEY, JSON.stringify(names));
+    } catch (_error) {
+      // Private windows may refuse storage; subscriptions then last as long as the page.
+    }
+  }
+
+  function subjectFor(name) {
+    let subject = subjects.get(name);
+    if (!subject) {
+      subject = {
+        name,
+        seq: 0,
+        status: "idle",
+        running: new Map(),
+        current: null,
+        last: null,
+        metadata: {},
+        wanted: initiallyWanted.has(name),
+        joined: false,
+        subscribedOn: 0,
+        sync: "",
+        replayed: 0,
+        dom: null,
+      };
+      subjects.set(name, subject);
+      subject.dom = buildCard(subject);
+      placeCard(subject);
+    }
+    return subject;
+  }
+
+  function newestOf(running) {
+    let newest = null;
+    for (const task of running.values()) newest = task;
+    return newest;
+  }
+
+  function applySnapshot(subject, status, seq) {
+    const snapshot = typeof status === "string" ? { status } : status || {};
+    subject.status = snapshot.status || "idle";
+    subject.running = new Map();
+    const tasks = Array.isArray(snapshot.running_tasks) ? snapshot.running_tasks : [];
+    for (const task of tasks.length ? tasks : snapshot.current_task ? [snapshot.current_task] : []) {
+      subject.running.set(task.task_id || "", Object.assign({}, task));
+    }
+    subject.current = newestOf(subject.running);
+    subject.last = snapshot.last_task ? Object.assign({}, snapshot.last_task) : null;
+    subject.metadata = snapshot.metadata || subject.metadata;
+    const at = typeof seq === "number" ? seq : snapshot.seq;
+    if (typeof at === "number") subject.seq = at;
+  }
+
+  function applyUpdate(subject, payload) {
+    const update = payload.update || {};
+    const kind = update.event;
+    const id = update.task_id || "";
+    const running = subject.running;
+    if (kind === "task_started") {
+      running.set(id, { task_id: id, task_type: update.task_type, started_at: payload.timestamp, progress: null });
+    } else if (kind === "task_progress") {
+      if (!running.has(id)) running.set(id, { task_id: id, task_type: update.task_type, progress: null });
+      const progress = Object.assign({}, update.progress || {});
+      if (progress.percent === undefined && typeof update.percent === "number") progress.percent = update.percent;
+      running.get(id).progress = progress;
+    } else if (ENDED[kind]) {
+      const task = running.get(id);
+      running.delete(id);
+      subject.last = {
+        task_id: id,
+        task_type: update.task_type || (task && task.task_type),
+        outcome: ENDED[kind],
+        result: update.result,
+        error: update.error,
+        reason: update.reason,
+        ended_at: payload.timestamp,
+        progress: task ? task.progress : null,
+      };
+    }
+    subject.current = newestOf(running);
+    // Not update.status: it says "idle" when a task ends even if others still run.
+    subject.status = running.size ? "busy" : "idle";
+    if (typeof payload.seq === "number") subject.seq = payload.seq;
+  }
+
+  // -- cards ----------------------------------------------------------------------------
+
+  const cardsRoot = role("cards");
+
+  function buildCard(subject) {
+    const name = subject.name;
+    const titleId = "card-title-" + name.replace(/[^A-Za-z0-9_-]/g, "_");
+    const fill = el("div", { className: "progress-fill" });
+    const dom = {
+      card: null,
+      meta: el("p", { className: "card-meta", "data-role": "meta" }),
+      status: el("span", { className: "badge", "data-role": "status" }, "idle"),
+      taskLabel: el("span", { className: "field-label" }, "Task"),
+      taskType: el("span", { className: "task-type", "data-role": "task-type" }, "none yet"),
+      progress: el(
+        "div",
+        {
+          className: "progress",
+          role: "progressbar",
+          "data-role": "progress",
+          "aria-valuemin": "0",
+          "aria-valuemax": "100",
+          "aria-valuenow": "0",
+          "aria-label": "Progress of " + name,
+        },
+        fill,
+      ),
+      fill,
+      percent: el("span", { className: "percent", "data-role": "percent" }, "0%"),
+      stage: el("span", { className: "stage", "data-role": "stage" }),
+      message: el("p", { className: "message", "data-role": "message" }),
+      outcome: el("div", { className: "outcome", "data-role": "outcome" }),
+      error: el("p", { className: "card-error", "data-role": "card-error", role: "alert", hidden: true }),
+      subscribe: el(
+        "button",
+        { type: "button", className: "button", "data-role": "subscribe" },
+        "Subscribe",
+      ),
+      run: null,
+      runFail: null,
+      footer: el("p", { className: "card-foot", "data-role": "sync" }),
+    };
+    const actions = el("div", { className: "card-actions" }, dom.subscribe);
+    if (settings.demo && settings.apiPrefix) {
+      dom.run = el("button", { type: "button", className: "button button-primary", "data-role": "run" }, "Run change_ip");
+      dom.runFail = el("button", { type: "button", className: "button button-danger", "data-role": "run-fail" }, "Run failing task");
+      actions.append(dom.run, dom.runFail);
+      dom.run.addEventListener("click", () => runTask(subject, false));
+      dom.runFail.addEventListener("click", () => runTask(subject, true));
+    }
+    dom.subscribe.addEventListener("click", () => toggleSubscription(subject));
+    dom.card = el(
+      "article",
+      { className: "card", "data-subject": name, "aria-labelledby": titleId },
+      el(
+        "header",
+        { className: "card-head" },
+        el("div", { className: "card-name" }, el("h3", { className: "card-title", id: titleId }, name), dom.meta),
+        dom.status,
+      ),
+      el("div", { className: "task-line" }, dom.taskLabel, dom.taskType),
+      dom.progress,
+      el("div", { className: "progress-line" }, dom.percent, dom.stage),
+      dom.message,
+      dom.outcome,
+      dom.error,
+      actions,
+      dom.footer,
+    );
+    return dom;
+  }
+
+  function placeCard(subject) {
+    const after = [...subjects.keys()].sort().find((name) => name > subject.name);
+    const before = after ? subjects.get(after).dom.card : null;
+    cardsRoot.insertBefore(subject.dom.card, before && before.isConnected ? before : null);
+    role("subjects-empty").hidden = true;
+  }
+
+  function flash(node) {
+    node.classList.remove("flash");
+    void node.offsetWidth; // restart the animation
+    node.classList.add("flash");
+  }
+
+  function renderCard(subject) {
+    const dom = subject.dom;
+    const card = dom.card;
+    const busy = subject.status === "busy";
+    card.dataset.status = subject.status;
+    dom.status.textContent = subject.status;
+    dom.status.className = "badge badge-" + (busy ? "busy" : "idle");
+
+    const meta = Object.entries(subject.metadata || {}).map(([key, value]) => key + " " + summarize(value, 40));
+    dom.meta.textContent = meta.join(" · ");
+    dom.meta.hidden = meta.length === 0;
+
+    const running = subject.current;
+    const last = subject.last;
+    let progress = null;
+    let percent = 0;
+    let barState = "empty";
+    if (running) {
+      dom.taskLabel.textContent = "Running";
+      const others = subject.running.size - 1;
+      dom.taskType.textContent = (running.task_type || "task") + (others > 0 ? " (+" + others + " more)" : "");
+      progress = running.progress;
+      const known = percentOf(progress);
+      percent = known === null ? 0 : known;
+      barState = known === null ? "indeterminate" : "running";
+    } else if (last) {
+      dom.taskLabel.textContent = "Last run";
+      dom.taskType.textContent = last.task_type || "task";
+      progress = last.progress;
+      const known = percentOf(progress);
+      percent = last.outcome === "completed" ? 100 : known === null ? 0 : known;
+      barState = last.outcome || "empty";
+    } else {
+      dom.taskLabel.textContent = "Task";
+      dom.taskType.textContent = "none yet";
+    }
+    const shown = Math.round(percent);
+    dom.progress.className = "progress progress-" + barState;
+    dom.fill.style.width = percent + "%";
+    if (barState === "indeterminate") {
+      dom.progress.removeAttribute("aria-valuenow");
+      dom.progress.setAttribute("aria-valuetext", "in progress");
+      dom.percent.textContent = "…";
+    } else {
+      dom.progress.setAttribute("aria-valuenow", String(shown));
+      dom.progress.setAttribute("aria-valuetext", shown + "%" + (progress && progress.stage ? ", " + progress.stage : ""));
+      dom.percent.textContent = shown + "%";
+    }
+    dom.stage.textContent = progress && progress.stage ? String(progress.stage) : "";
+    dom.message.textContent = progress && progress.message ? String(progress.message) : "";
+
+    renderOutcome(subject);
+
+    const pending = subject.wanted && !subject.joined;
+    card.dataset.subscribed = subject.joined && subject.wanted ? "true" : pending ? "pending" : "false";
+    dom.subscribe.textContent = subject.wanted ? (pending ? "Subscribing…" : "Unsubscribe") : "Subscribe";
+    dom.subscribe.classList.toggle("button-on", subject.wanted);
+    card.dataset.sync = subject.sync;
+    card.dataset.seq = String(subject.seq);
+    const live = subject.joined && subject.wanted ? "live" : subject.wanted ? "waiting for the server" : "not subscribed, refreshed every " + REFRESH_MS / 1000 + " s";
+    dom.footer.textContent = "seq " + subject.seq + " · " + live + (subject.sync ? " · last sync: " + subject.sync : "");
+  }
+
+  function renderOutcome(subject) {
+    const box = subject.dom.outcome;
+    const last = subject.last;
+    box.replaceChildren();
+    subject.dom.card.dataset.outcome = last ? last.outcome || "" : "";
+    if (!last) {
+      box.className = "outcome outcome-none";
+      box.append(el("span", { className: "outcome-label" }, "No finished task yet"));
+      return;
+    }
+    const outcome = last.outcome || "ended";
+    box.className = "outcome outcome-" + outcome;
+    let detail = "";
+    if (outcome === "completed") detail = last.result === null || last.result === undefined ? "" : summarize(last.result);
+    else if (outcome === "failed") detail = describeError(last.error);
+    else if (outcome === "cancelled") detail = last.reason ? String(last.reason) : "no reason given";
+    const icon = { completed: "✓", failed: "✕", cancelled: "■" }[outcome] || "•";
+    box.append(
+      el("span", { className: "outcome-icon", "aria-hidden": "true" }, icon),
+      el("span", { className: "outcome-label", "data-role": "outcome-label" }, outcome),
+      el("span", { className: "outcome-detail", "data-role": "outcome-detail" }, detail),
+      el("time", { className: "outcome-time", datetime: last.ended_at || "" }, last.ended_at ? clock(last.ended_at) : ""),
+    );
+  }
+
+  function showCardError(subject, message) {
+    const box = subject.dom.error;
+    box.textContent = message || "";
+    box.hidden = !message;
+  }
+
+  // -- log and alerts -------------------------------------------------------------------
+
+  const logRoot = role("log");
+  role("log-limit").textContent = String(LOG_LIMIT);
+
+  function log(kind, subjectName, text, extra) {
+    const entry = el(
+      "li",
+      Object.assign({ className: "log-entry log-" + kind.replace(/[^a-z_]/g, ""), "data-event": kind }, extra || {}),
+      el("time", { className: "log-time" }, clock()),
+      subjectName ? el("span", { className: "log-subject" }, subjectName) : null,
+      el("span", { className: "log-event" }, kind),
+      text ? el("span", { className: "log-text" }, text) : null,
+    );
+    if (subjectName) entry.dataset.logSubject = subjectName;
+    logRoot.prepend(entry);
+    while (logRoot.childElementCount > LOG_LIMIT) logRoot.lastElementChild.remove();
+  }
+
+  const alertsRoot = role("errors");
+
+  function showAlert(text) {
+    const close = el("button", { type: "button", className: "alert-close", "aria-label": "Dismiss" }, "×");
+    const item = el("div", { className: "alert", "data-role": "error-item" }, el("span", { className: "alert-text" }, text), close);
+    close.addEventListener("click", () => item.remove());
+    alertsRoot.prepend(item);
+    while (alertsRoot.childElementCount > 3) alertsRoot.lastElementChild.remove();
+  }
+
+  role("log-clear").addEventListener("click", () => logRoot.replaceChildren());
+
+  // -- connection -----------------------------------------------------------------------
+
+  const connectionBox = role("connection");
+  const connectionText = role("connection-text");
+  const connectionToggle = role("connection-toggle");
+
+  function setConnection(state, text) {
+    connectionBox.dataset.state = state;
+    connectionText.textContent = text;
+    connectionToggle.textContent = state === "disconnected" ? "Connect" : "Disconnect";
+  }
+
+  if (typeof window.io !== "function") {
+    setConnection("disconnected", "No Socket.IO client");
+    showAlert("The Socket.IO client (vendor/socket.io.min.js) did not load; run ./dev setup.");
+    return;
+  }
+
+  const socket = window.io(settings.namespace || "/", { autoConnect: false });
+
+  function subscribe(subject, resume) {
+    subject.joined = false;
+    subject.replayed = 0;
+    if (!socket.connected) return; // done on connect; emits are never buffered
+    const payload = { config_name: subject.name };
+    if (resume && subject.seq > 0) payload.since = subject.seq;
+    subject.subscribedOn = connectionId;
+    socket.emit("subscribe_task", payload);
+  }
+
+  function toggleSubscription(subject) {
+    subject.wanted = !subject.wanted;
+    if (subject.wanted) {
+      subscribe(subject, false);
+    } else {
+      subject.joined = false;
+      if (socket.connected) socket.emit("unsubscribe_task", { config_name: subject.name });
+    }
+    saveWanted();
+    renderCard(subject);
+  }
+
+  connectionToggle.addEventListener("click", () => {
+    if (socket.connected || socket.active) {
+      socket.disconnect();
+    } else {
+      setConnection("connecting", "Connecting…");
+      socket.connect();
+    }
+  });
+
+  role("subscribe-all").addEventListener("click", () => {
+    for (const subject of subjects.values()) {
+      if (!subject.wanted) toggleSubscription(subject);
+    }
+  });
+
+  socket.on("connect", () => {
+    connectionId += 1;
+    setConnection("connected", "Connected · client " + socket.id);
+    log("connection", "", "connected as " + socket.id);
+    socket.emit("get_all_tasks");
+    for (const subject of subjects.values()) {
+      if (subject.wanted) subscribe(subject, true);
+    }
+  });
+
+  socket.on("connection_status", (payload) => {
+    if (payload && payload.client_id) {
+      setConnection("connected", "Connected · client " + payload.client_id);
+    }
+  });
+
+  socket.on("disconnect", (reason) => {
+    for (const subject of subjects.values()) {
+      subject.joined = false;
+      renderCard(subject);
+    }
+    if (reason === "io client disconnect") {
+      setConnection("disconnected", "Disconnected");
+    } else if (reason === "io server disconnect") {
+      setConnection("disconnected", "Disconnected by the server");
+    } else {
+      setConnection("reconnecting", "Connection lost · reconnecting…");
+    }
+    log("connection", "", "disconnected (" + reason + ")");
+  });
+
+  socket.io.on("reconnect_attempt", (attempt) => {
+    setConnection("reconnecting", "Reconnecting · attempt " + attempt + "…");
+  });
+
+  socket.io.on("reconnect_failed", () => {
+    setConnection("disconnected", "Could not reconnect");
+  });
+
+  socket.on("connect_error", (error) => {
+    const reason = error && error.message ? error.message : "connection failed";
+    if (socket.active) {
+      setConnection("reconnecting", "Cannot reach the server · retrying…");
+    } else {
+      setConnection("disconnected", "Refused: " + reason);
+      showAlert("The server refused the connection: " + reason);
+    }
+  });
+
+  // -- protocol messages ----------------------------------------------------------------
+
+  socket.on("all_tasks", (payload) => {
+    const tasks = (payload && payload.tasks) || {};
+    for (const name of Object.keys(tasks).sort()) {
+      const subject = subjectFor(name);
+      // Subscribed cards follow their own stream; taking this snapshot would skip events.
+      if (!subject.wanted) applySnapshot(subject, tasks[name]);
+      if (subject.wanted && subject.subscribedOn !== connectionId) subscribe(subject, true);
+      renderCard(subject);
+    }
+    if (!gotSubjectList) {
+      gotSubjectList = true;
+      const empty = role("subjects-empty");
+      empty.textContent = "The server has no subjects.";
+      empty.hidden = subjects.size > 0;
+    }
+  });
+
+  socket.on("task_status", (payload) => {
+    if (!payload || typeof payload.config_name !== "string") return;
+    const subject = subjectFor(payload.config_name);
+    let note;
+    if (payload.resumed) {
+      stats.resumed += 1;
+      if (typeof payload.seq !== "number" || payload.seq >= subject.seq) applySnapshot(subject, payload.status, payload.seq);
+      subject.sync = "resumed";
+      note = "resumed at seq " + subject.seq + ", " + subject.replayed + " missed event(s) replayed";
+    } else if (payload.resync) {
+      // The server no longer has what we missed (or restarted): its snapshot wins.
+      stats.resynced += 1;
+      applySnapshot(subject, payload.status, payload.seq);
+      subject.sync = "resync";
+      note = "fresh snapshot at seq " + subject.seq + " (missed events no longer available)";
+    } else {
+      applySnapshot(subject, payload.status, payload.seq);
+      subject.sync = "snapshot";
+      note = "snapshot at seq " + subject.seq + ": " + subject.status;
+    }
+    if (subject.wanted) subject.joined = true;
+    log("task_status", subject.name, note, { "data-sync": subject.sync });
+    renderCard(subject);
+    flash(subject.dom.card);
+  });
+
+  socket.on("task_status_update", (payload) => {
+    if (!payload || typeof payload.config_name !== "string") return;
+    const subject = subjectFor(payload.config_name);
+    if (typeof payload.seq === "number" && payload.seq <= subject.seq) {
+      stats.duplicatesIgnored += 1;
+      return;
+    }
+    applyUpdate(subject, payload);
+    const update = payload.update || {};
+    if (payload.replayed) {
+      subject.replayed += 1;
+      stats.replayed += 1;
+    }
+    log(String(update.event || "update"), subject.name, describeUpdate(update), payload.replayed ? { "data-replayed": "true" } : null);
+    renderCard(subject);
+    if (ENDED[update.event] || update.event === "task_started") flash(subject.dom.card);
+  });
+
+  function describeUpdate(update) {
+    switch (update.event) {
+      case "task_started":
+        return (update.task_type || "task") + " started";
+      case "task_progress": {
+        const progress = update.progress || {};
+        const percent = percentOf(progress);
+        const parts = [];
+        if (percent !== null) parts.push(Math.round(percent) + "%");
+        if (progress.stage) parts.push(String(progress.stage));
+        if (progress.message) parts.push(String(progress.message));
+        return parts.join(" · ");
+      }
+      case "task_completed":
+        return (update.task_type || "task") + " completed" + (update.result ? ": " + summarize(update.result, 100) : "");
+      case "task_failed":
+        return (update.task_type || "task") + " failed: " + describeError(update.error);
+      case "task_cancelled":
+        return (update.task_type || "task") + " cancelled" + (update.reason ? ": " + update.reason : "");
+      default:
+        return summarize(update, 120);
+    }
+  }
+
+  socket.on("unsubscribed", (payload) => {
+    if (!payload || typeof payload.config_name !== "string") return;
+    const subject = subjectFor(payload.config_name);
+    // A late confirmation after a quick re-subscribe is not news.
+    if (!subject.wanted) subject.joined = false;
+    log("unsubscribed", subject.name, "no more live updates");
+    renderCard(subject);
+  });
+
+  socket.on("error", (payload) => {
+    const problem = payload && typeof payload === "object" ? payload : { message: String(payload) };
+    const message = problem.message ? String(problem.message) : "the server reported an error";
+    const about = [problem.event ? "event " + problem.event : "", problem.field ? "field " + problem.field : ""]
+      .filter(Boolean)
+      .join(", ");
+    showAlert("Server error: " + message + (about ? " (" + about + ")" : ""));
+    log("error", typeof problem.config_name === "string" ? problem.config_name : "", message);
+    if (problem.event === "subscribe_task" && typeof problem.config_name === "string" && subjects.has(problem.config_name)) {
+      const subject = subjects.get(problem.config_name);
+      subject.wanted = false;
+      subject.joined = false;
+      saveWanted();
+      showCardError(subject, message);
+      renderCard(subject);
+    }
+  });
+
+  // -- demo: start tasks over HTTP ------------------------------------------------------
+
+  async function runTask(subject, fail) {
+    showCardError(subject, "");
+    if (!subject.wanted) toggleSubscription(subject); // you want to watch what you start
+    const body = fail ? { task_type: "change_ip", fail: true } : { task_type: "change_ip" };
+    const url = settings.apiPrefix + "/" + encodeURIComponent(subject.name);
+    let response;
+    try {
+      response = await fetch(url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify(body),
+      });
+    } catch (error) {
+      const message = "Could not reach the server: " + (error && error.message ? error.message : error);
+      showCardError(subject, message);
+      log("http", subject.name, message);
+      return;
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (_error) {
+      data = null;
+    }
+    if (response.ok) {
+      const taskId = data && data.task_id ? " (task " + String(data.task_id).slice(0, 8) + ")" : "";
+      log("http", subject.name, "POST " + response.status + ": " + (fail ? "failing task" : "change_ip") + " accepted" + taskId);
+      return;
+    }
+    const detail = data && data.error && data.error.message ? String(data.error.message) : response.statusText;
+    const message = (response.status === 409 ? "Busy (409): " : "HTTP " + response.status + ": ") + detail;
+    showCardError(subject, message);
+    log("http", subject.name, message, { "data-status": String(response.status) });
+  }
+
+  // -- start ----------------------------------------------------------------------------
+
+  window.setInterval(() => {
+    if (socket.connected && [...subjects.values()].some((subject) => !subject.wanted)) {
+      socket.emit("get_all_tasks");
+    }
+  }, REFRESH_MS);
+
+  // For tests and for the curious, from the browser console.
+  window.taskeventsDashboard = { socket, subjects, settings, stats };
+
+  setConnection("connecting", "Connecting…");
+  socket.connect();
+})();

@@ -1,0 +1,295 @@
+"""The dashboard page in a real browser (Debian's Chromium driven by Playwright) against
+the real demo server, started as ``python -m taskevents demo`` in a subprocess."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from browser_support import CHROMIUM, CHROMIUM_ARGS, DemoServer
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="the browser tests need playwright (pip install -e '.[dev]')"
+)
+expect = sync_api.expect
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, ConsoleMessage, Locator, Page
+
+#: Generous: a loaded CI machine may be slow, and waits end as soon as they succeed.
+WAIT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (./dev test does it)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[DemoServer]:
+    demo = DemoServer(tmp_path / "demo.log", task_seconds=1.5)
+    demo.start()
+    try:
+        yield demo
+    finally:
+        demo.stop()
+
+
+@dataclass
+class Dashboard:
+    """An open dashboard page, and what the browser did while showing it."""
+
+    page: Page
+    server: DemoServer
+    requests: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+
+    def card(self, name: str) -> Locator:
+        return self.page.locator(f'[data-subject="{name}"]')
+
+    def role(self, name: str, within: Locator | None = None) -> Locator:
+        return (within or self.page).locator(f'[data-role="{name}"]')
+
+    def log_entries(self, event: str, subject: str) -> Locator:
+        return self.role("log").locator(f'[data-event="{event}"][data-log-subject="{subject}"]')
+
+    def expect_connection(self, state: str, timeout: float = WAIT_MS) -> None:
+        expect(self.role("connection")).to_have_attribute("data-state", state, timeout=timeout)
+
+    def socket(self, method: str) -> None:
+        self.page.evaluate(f"window.taskeventsDashboard.socket.{method}()")
+
+    def subscribe(self, name: str) -> Locator:
+        card = self.card(name)
+        self.role("subscribe", card).click()
+        expect(card).to_have_attribute("data-subscribed", "true", timeout=WAIT_MS)
+        return card
+
+
+@pytest.fixture
+def dashboard(browser: Browser, server: DemoServer) -> Iterator[Dashboard]:
+    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    page = context.new_page()
+    seen = Dashboard(page, server)
+    page.on("request", lambda request: seen.requests.append(request.url))
+    page.on("pageerror", lambda error: seen.page_errors.append(str(error)))
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            seen.console_errors.append(message.text)
+
+    page.on("console", on_console)
+    try:
+        page.goto(server.url + "/websocket")
+        seen.expect_connection("connected")
+        expect(seen.card("aws01")).to_be_visible(timeout=WAIT_MS)
+        yield seen
+    finally:
+        context.close()
+
+
+def test_a_task_is_watched_live_from_start_to_completion(dashboard: Dashboard) -> None:
+    expect(dashboard.role("connection")).to_contain_text("Connected")
+    card = dashboard.subscribe("aws01")
+    expect(dashboard.role("status", card)).to_have_text("idle")
+
+    dashboard.role("run", card).click()
+
+    progress = dashboard.role("progress", card)
+    expect(progress).to_have_attribute("role", "progressbar")
+    expect(progress).to_have_attribute("aria-valuenow", "100", timeout=WAIT_MS)
+    expect(dashboard.role("status", card)).to_have_text("idle", timeout=WAIT_MS)
+    expect(card).to_have_attribute("data-outcome", "completed")
+    expect(dashboard.role("outcome", card)).to_contain_text("completed")
+    expect(dashboard.role("outcome", card)).to_contain_text("203.0.113.")
+    expect(dashboard.log_entries("task_started", "aws01")).to_have_count(1)
+    expect(dashboard.log_entries("task_completed", "aws01")).to_have_count(1)
+    assert dashboard.log_entries("task_progress", "aws01").count() >= 1
+    # newest first
+    first = dashboard.role("log").locator("li").first
+    expect(first).to_have_attribute("data-event", "task_completed")
+
+
+def test_a_failing_task_shows_its_error(dashboard: Dashboard) -> None:
+    card = dashboard.card("aws02")
+    # Starting a task subscribes the card, so its progress shows without a click more.
+    dashboard.role("run-fail", card).click()
+
+    expect(card).to_have_attribute("data-outcome", "failed", timeout=WAIT_MS)
+    expect(dashboard.role("outcome", card)).to_contain_text("the instance refused the new address")
+    expect(dashboard.role("status", card)).to_have_text("idle")
+    expect(dashboard.role("progress", card)).to_have_attribute("aria-valuenow", "55")
+    expect(card).to_have_attribute("data-subscribed", "true")
+    expect(dashboard.log_entries("task_failed", "aws02")).to_have_count(1)
+
+
+def test_starting_a_task_on_a_busy_subject_shows_the_409(dashboard: Dashboard) -> None:
+    card = dashboard.subscribe("aws03")
+    run = dashboard.role("run", card)
+    run.click()
+    run.click()
+
+    error = dashboard.role("card-error", card)
+    expect(error).to_be_visible(timeout=WAIT_MS)
+    expect(error).to_contain_text("409")
+    expect(error).to_contain_text("busy")
+    expect(dashboard.log_entries("task_started", "aws03")).to_have_count(1)
+    expect(card).to_have_attribute("data-outcome", "completed", timeout=WAIT_MS)
+
+
+def test_the_page_stays_on_its_server_and_logs_no_errors(dashboard: Dashboard) -> None:
+    dashboard.role("subscribe-all").click()
+    for name in ("aws01", "aws02", "aws03"):
+        expect(dashboard.card(name)).to_have_attribute("data-subscribed", "true", timeout=WAIT_MS)
+    card = dashboard.card("aws01")
+    dashboard.role("run", card).click()
+    expect(card).to_have_attribute("data-outcome", "completed", timeout=WAIT_MS)
+
+    hosts = {urlsplit(url).hostname for url in dashboard.requests}
+    assert hosts == {"127.0.0.1"}, dashboard.requests
+    assert any(url.endswith("/socket.io.min.js") for url in dashboard.requests)
+    assert dashboard.console_errors == []
+    assert dashboard.page_errors == []
+    settings = dashboard.page.evaluate("window.TASKEVENTS")
+    assert settings == {"namespace": "/", "apiPrefix": "/api/tasks", "demo": True}
+
+
+def test_after_a_reconnect_the_card_catches_up_with_what_it_missed(
+    dashboard: Dashboard,
+) -> None:
+    server = dashboard.server
+    card = dashboard.subscribe("aws01")
+    dashboard.role("run", card).click()
+    expect(card).to_have_attribute("data-outcome", "completed", timeout=WAIT_MS)
+    seen_seq = server.subject("aws01")["seq"]
+    expect(card).to_have_attribute("data-seq", str(seen_seq), timeout=WAIT_MS)
+
+    dashboard.socket("disconnect")
+    dashboard.expect_connection("disconnected")
+    server.run_task("aws01", fail=True)
+    missed_seq = server.wait_idle("aws01")["seq"]
+    assert missed_seq > seen_seq
+    expect(card).to_have_attribute("data-seq", str(seen_seq))  # it did not hear of it
+
+    dashboard.socket("connect")
+    dashboard.expect_connection("connected")
+    expect(card).to_have_attribute("data-seq", str(missed_seq), timeout=WAIT_MS)
+    expect(card).to_have_attribute("data-sync", "resumed")
+    expect(card).to_have_attribute("data-subscribed", "true")
+    expect(card).to_have_attribute("data-outcome", "failed")
+    replayed = dashboard.role("log").locator('[data-replayed="true"]')
+    expect(replayed.and_(dashboard.page.locator('[data-event="task_failed"]'))).to_have_count(1)
+    expect(replayed.and_(dashboard.page.locator('[data-event="task_started"]'))).to_have_count(1)
+    stats: dict[str, Any] = dashboard.page.evaluate("window.taskeventsDashboard.stats")
+    assert stats["resumed"] == 1
+    assert stats["resynced"] == 0
+
+
+def test_a_restarted_server_is_reconnected_to_and_resynced(dashboard: Dashboard) -> None:
+    server = dashboard.server
+    card = dashboard.subscribe("aws02")
+    dashboard.role("run", card).click()
+    expect(card).to_have_attribute("data-outcome", "completed", timeout=WAIT_MS)
+
+    server.stop()
+    dashboard.expect_connection("reconnecting")
+    server.start()  # same port, fresh state: seq starts again from 0
+    dashboard.expect_connection("connected", timeout=30_000)
+    expect(card).to_have_attribute("data-sync", "resync", timeout=WAIT_MS)
+    expect(card).to_have_attribute("data-seq", "0")
+    expect(card).to_have_attribute("data-outcome", "")
+    expect(dashboard.role("status", card)).to_have_text("idle")
+
+    # and the fresh stream is applied, not dropped as already seen
+    dashboard.role("run", card).click()
+    expect(card).to_have_attribute("data-outcome", "completed", timeout=WAIT_MS)
+
+
+def test_updates_already_applied_are_ignored_and_data_is_shown_as_text(
+    dashboard: Dashboard,
+) -> None:
+    card = dashboard.subscribe("aws01")
+    deliver = """([payload]) => {
+        const socket = window.taskeventsDashboard.socket;
+        for (const listener of socket.listeners("task_status_update")) listener(payload);
+    }"""
+    hostile = "<img src=x onerror=window.hacked=1>"
+    update = {"event": "task_started", "task_type": hostile, "status": "busy", "task_id": "t1"}
+    dashboard.page.evaluate(
+        deliver, [{"config_name": "aws01", "update": update, "seq": 1, "timestamp": "x"}]
+    )
+    expect(dashboard.role("task-type", card)).to_have_text(hostile)
+    expect(dashboard.role("status", card)).to_have_text("busy")
+    assert dashboard.page.locator("img").count() == 0
+    assert dashboard.page.evaluate("window.hacked") is None
+
+    stale = {"event": "task_completed", "result": None, "status": "idle", "task_id": "t1"}
+    dashboard.page.evaluate(
+        deliver, [{"config_name": "aws01", "update": stale, "seq": 1, "timestamp": "x"}]
+    )
+    expect(dashboard.role("status", card)).to_have_text("busy")
+    stats: dict[str, Any] = dashboard.page.evaluate("window.taskeventsDashboard.stats")
+    assert stats["duplicatesIgnored"] == 1
+
+
+def test_server_errors_are_shown(dashboard: Dashboard) -> None:
+    dashboard.page.evaluate("window.taskeventsDashboard.socket.emit('subscribe_task', {})")
+    alert = dashboard.role("errors")
+    expect(alert).to_contain_text("missing field 'config_name'", timeout=WAIT_MS)
+    expect(alert).to_contain_text("field config_name")
+    expect(dashboard.role("log").locator('[data-event="error"]')).to_have_count(1)
+
+
+def test_unsubscribing_stops_the_live_stream(dashboard: Dashboard) -> None:
+    card = dashboard.subscribe("aws03")
+    dashboard.role("subscribe", card).click()
+    expect(dashboard.log_entries("unsubscribed", "aws03")).to_have_count(1, timeout=WAIT_MS)
+    expect(card).to_have_attribute("data-subscribed", "false")
+    expect(dashboard.role("subscribe", card)).to_have_text("Subscribe")
+
+    dashboard.server.run_task("aws03")
+    dashboard.server.wait_idle("aws03")
+    # the card hears of it only through the periodic refresh of all_tasks, not live
+    expect(card).to_have_attribute("data-outcome", "completed", timeout=WAIT_MS)
+    expect(dashboard.log_entries("task_started", "aws03")).to_have_count(0)
+
+
+def test_a_subject_stays_busy_while_another_of_its_tasks_runs(dashboard: Dashboard) -> None:
+    # Emitters with exclusive=False run several tasks per subject; the end of one says
+    # "status": "idle" on the wire, but the card counts what still runs.
+    card = dashboard.subscribe("aws02")
+    deliver = """([payloads]) => {
+        const socket = window.taskeventsDashboard.socket;
+        for (const payload of payloads) {
+            for (const listener of socket.listeners("task_status_update")) listener(payload);
+        }
+    }"""
+    started = [
+        {"event": "task_started", "task_type": kind, "status": "busy", "task_id": kind}
+        for kind in ("backup", "resize")
+    ]
+    ended = {"event": "task_completed", "result": None, "status": "idle", "task_id": "backup"}
+    payloads = [
+        {"config_name": "aws02", "update": update, "seq": seq, "timestamp": "x"}
+        for seq, update in enumerate([*started, ended], start=1)
+    ]
+    dashboard.page.evaluate(deliver, [payloads[:2]])
+    expect(dashboard.role("task-type", card)).to_have_text("resize (+1 more)")
+    dashboard.page.evaluate(deliver, [payloads[2:]])
+    expect(card).to_have_attribute("data-outcome", "completed")
+    expect(dashboard.role("status", card)).to_have_text("busy")
+    expect(dashboard.role("task-type", card)).to_have_text("resize")

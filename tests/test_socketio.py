@@ -1,0 +1,519 @@
+"""The Socket.IO adapter against real servers and real python-socketio clients."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import flask
+import pytest
+import socketio
+from flask_socketio import SocketIO
+
+from socketio_support import Client, LiveServer
+from taskevents import Emitter, MemoryStateStore, TaskEvent, ValidationError
+from taskevents.adapters.socketio import SocketIOAdapter, merge_progress
+from taskevents.flask import TaskEvents
+from taskevents.testing import capture_events
+
+SUBJECTS = {"aws01": {"region": "eu-west-1"}, "aws02": {}, "aws03": {}}
+
+
+@dataclass
+class Served:
+    url: str
+    emitter: Emitter
+    adapter: SocketIOAdapter
+    app: flask.Flask
+
+    def client(self, **options: Any) -> Client:
+        client = Client().connect(self.url, **options)
+        self._clients.append(client)
+        return client
+
+    def __post_init__(self) -> None:
+        self._clients: list[Client] = []
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Served]]:
+    running: list[tuple[Served, LiveServer, TaskEvents]] = []
+
+    def start(
+        *,
+        history_size: int = 1000,
+        authenticate: Any = None,
+        authorize: Any = None,
+        **config: Any,
+    ) -> Served:
+        app = flask.Flask("taskevents-test")
+        settings = {"subjects": SUBJECTS, "progress_interval": 0, **config}
+        app.config.update({f"TASKEVENTS_{key.upper()}": value for key, value in settings.items()})
+        emitter = Emitter(source="tests", state=MemoryStateStore(history_size=history_size))
+        socketio_ = SocketIO(app, async_mode="threading")
+        extension = TaskEvents(
+            app, socketio_, emitter=emitter, authenticate=authenticate, authorize=authorize
+        )
+        server = LiveServer(app)
+        served = Served(server.url, emitter, extension.state(app).socketio_adapter, app)
+        running.append((served, server, extension))
+        return served
+
+    yield start
+    for served, server, _extension in running:
+        for client in served._clients:
+            client.close()
+        TaskEvents.state(served.app).close()
+        server.stop()
+
+
+def subscribe(client: Client, subject: str = "aws01", **extra: Any) -> dict[str, Any]:
+    client.emit("subscribe_task", {"config_name": subject, **extra})
+    status: dict[str, Any] = client.wait_for("task_status", lambda p: p["config_name"] == subject)
+    return status
+
+
+def run_task(emitter: Emitter, subject: str = "aws01", steps: int = 3) -> list[TaskEvent]:
+    events = [emitter.started(subject, "change_ip")]
+    for n in range(1, steps + 1):
+        events.append(
+            emitter.progress(subject, 100 * n // steps, stage="execution", message="Changing IP...")
+        )
+    events.append(emitter.completed(subject, {"status": "success", "data": {"ip": "203.0.113.7"}}))
+    return events
+
+
+# -- the protocol, event by event ---------------------------------------------------------
+
+
+def test_connect_answers_connection_status(serve: Callable[..., Served]) -> None:
+    served = serve()
+    client = served.client()
+    name, payload = client.next()
+    assert name == "connection_status"
+    assert payload == {"status": "connected", "client_id": client.sio.get_sid("/"), "protocol": 2}
+    assert client.confirmed_before_greeting is True
+
+
+def test_connection_status_comes_first_even_for_an_eager_client(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve()
+    for _ in range(5):
+        client = served.client()
+        client.emit("get_all_tasks")
+        assert [client.next()[0], client.next()[0]] == ["connection_status", "all_tasks"]
+
+
+def test_subscribe_answers_task_status_with_the_snapshot(serve: Callable[..., Served]) -> None:
+    served = serve()
+    served.emitter.started("aws01", "change_ip")
+    served.emitter.progress("aws01", 40, stage="execution", message="Changing IP address...")
+    client = served.client()
+    status = subscribe(client)
+    assert status["config_name"] == "aws01"
+    assert status["seq"] == 2
+    snapshot = status["status"]
+    assert snapshot["status"] == "busy"
+    assert snapshot["seq"] == 2
+    assert snapshot["current_task"]["task_type"] == "change_ip"
+    assert snapshot["current_task"]["progress"] == {
+        "percent": 40,
+        "stage": "execution",
+        "message": "Changing IP address...",
+    }
+    assert snapshot["metadata"] == {"region": "eu-west-1"}
+    assert isinstance(status["timestamp"], str)
+
+
+def test_updates_have_the_seed_shapes_field_by_field(serve: Callable[..., Served]) -> None:
+    served = serve()
+    client = served.client()
+    subscribe(client)
+    events = run_task(served.emitter)
+    client.wait_for("task_status_update", lambda p: p["update"]["event"] == "task_completed")
+    by_seq = {e.seq: e for e in events}
+    updates = client.updates()
+
+    def common(payload: dict[str, Any]) -> TaskEvent:
+        event = by_seq[payload["seq"]]
+        assert payload["config_name"] == "aws01"
+        assert payload["timestamp"] == event.time.isoformat()
+        assert payload["event_id"] == event.id
+        assert payload["update"]["task_id"] == event.task_id
+        assert payload["update"]["event"] == event.type
+        return event
+
+    for payload in updates:
+        event = common(payload)
+        update = payload["update"]
+        if event.type == "task_started":
+            assert update == {
+                "event": "task_started",
+                "task_type": "change_ip",
+                "status": "busy",
+                "task_id": event.task_id,
+            }
+        elif event.type == "task_progress":
+            assert update["progress"] == {
+                "percent": event.data["percent"],
+                "stage": "execution",
+                "message": "Changing IP...",
+            }
+            assert update["percent"] == event.data["percent"]
+            assert update["task_type"] == "change_ip"
+        else:
+            assert update["result"] == {"status": "success", "data": {"ip": "203.0.113.7"}}
+            assert update["status"] == "idle"
+    # lifecycle always, progress possibly coalesced, the latest progress always
+    assert updates[0]["update"]["event"] == "task_started"
+    assert updates[-2]["seq"] == events[-2].seq
+    assert updates[-1]["seq"] == events[-1].seq
+    assert [u["seq"] for u in updates] == sorted({u["seq"] for u in updates})
+
+
+def test_failed_and_cancelled_updates(serve: Callable[..., Served]) -> None:
+    served = serve()
+    client = served.client()
+    subscribe(client)
+    served.emitter.started("aws01", "change_ip")
+    served.emitter.failed("aws01", RuntimeError("refused"))
+    served.emitter.started("aws01", "reboot")
+    served.emitter.cancelled("aws01", "operator asked")
+    cancelled = client.wait_for(
+        "task_status_update", lambda p: p["update"]["event"] == "task_cancelled"
+    )
+    failed = client.updates()[1]
+    assert failed["update"]["event"] == "task_failed"
+    assert failed["update"]["error"] == {"type": "RuntimeError", "message": "refused"}
+    assert failed["update"]["status"] == "idle"
+    assert cancelled["update"]["reason"] == "operator asked"
+    assert cancelled["update"]["status"] == "idle"
+    assert cancelled["update"]["task_type"] == "reboot"
+
+
+def test_get_all_tasks_and_unsubscribe(serve: Callable[..., Served]) -> None:
+    served = serve()
+    client = served.client()
+    client.emit("get_all_tasks")
+    all_tasks = client.wait_for("all_tasks")
+    assert sorted(all_tasks["tasks"]) == ["aws01", "aws02", "aws03"]
+    assert all_tasks["tasks"]["aws01"]["status"] == "idle"
+    subscribe(client)
+    client.emit("unsubscribe_task", {"config_name": "aws01"})
+    assert client.wait_for("unsubscribed") == {"config_name": "aws01"}
+    run_task(served.emitter)
+    assert [name for name, _ in client.drain()] == []  # no updates after unsubscribing
+
+
+def test_only_subscribers_of_a_subject_get_its_updates(serve: Callable[..., Served]) -> None:
+    served = serve()
+    one, two = served.client(), served.client()
+    subscribe(one, "aws01")
+    subscribe(two, "aws02")
+    run_task(served.emitter, "aws01")
+    run_task(served.emitter, "aws02")
+    one.wait_for("task_status_update", lambda p: p["update"]["event"] == "task_completed")
+    two.wait_for("task_status_update", lambda p: p["update"]["event"] == "task_completed")
+    assert {u["config_name"] for u in one.updates()} == {"aws01"}
+    assert {u["config_name"] for u in two.updates()} == {"aws02"}
+
+
+def test_works_on_a_bare_python_socketio_server() -> None:
+    emitter = Emitter()
+    emitter.register("aws01")
+    sio = socketio.Server(async_mode="threading")
+    adapter = SocketIOAdapter(sio, emitter, namespace="/tasks", progress_interval=0).connect()
+    server = LiveServer(socketio.WSGIApp(sio))
+    client = Client().connect(server.url, namespace="/tasks")
+    try:
+        assert client.next()[0] == "connection_status"
+        client.emit("subscribe_task", {"config_name": "aws01"}, namespace="/tasks")
+        assert client.wait_for("task_status")["seq"] == 0
+        run_task(emitter)
+        done = client.wait_for(
+            "task_status_update", lambda p: p["update"]["event"] == "task_completed"
+        )
+        assert done["seq"] == 5
+    finally:
+        client.close()
+        adapter.close()
+        server.stop()
+
+
+def test_adapter_refuses_what_is_not_a_server() -> None:
+    with pytest.raises(ValidationError, match="server: expected a python-socketio Server"):
+        SocketIOAdapter(object(), Emitter())
+    with pytest.raises(ValidationError, match="initialised with an app"):
+        SocketIOAdapter(SocketIO(), Emitter())
+
+
+def test_progress_is_coalesced_to_the_interval_and_lifecycle_kept(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve(progress_interval=0.1)
+    client = served.client()
+    subscribe(client)
+    emitter = served.emitter
+    started = emitter.started("aws01", "flood")
+    begin = time.monotonic()
+    n = 0
+    while time.monotonic() - begin < 1.0:
+        emitter.progress("aws01", n % 101, step=n)
+        n += 1
+    completed = emitter.completed("aws01")
+    elapsed = time.monotonic() - begin
+    client.wait_for("task_status_update", lambda p: p["update"]["event"] == "task_completed")
+    updates = client.updates()
+    progress = [u for u in updates if u["update"]["event"] == "task_progress"]
+    assert n > 1000  # a real flood
+    assert len(progress) <= elapsed / 0.1 + 2
+    assert [u["seq"] for u in updates if u["update"]["event"] != "task_progress"] == [
+        started.seq,
+        completed.seq,
+    ]
+    assert updates[-2]["update"]["progress"]["step"] == n - 1  # the latest, before completion
+
+
+# -- snapshot consistency and resume ------------------------------------------------------
+
+
+def test_snapshot_then_stream_has_no_gap_and_no_duplicate_while_emitting(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve()
+    emitter = served.emitter
+    stop = threading.Event()
+
+    def busy_subject() -> None:
+        while not stop.is_set():
+            emitter.started("aws01", "flood")
+            for n in range(50):
+                emitter.progress("aws01", n)
+            emitter.completed("aws01")
+
+    with capture_events(subjects=["aws01"]) as sent:
+        worker = threading.Thread(target=busy_subject)
+        worker.start()
+        clients = []
+        try:
+            for _ in range(8):
+                client = served.client()
+                client.emit("subscribe_task", {"config_name": "aws01"})
+                clients.append(client)
+                time.sleep(0.05)
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            worker.join()
+        last = sent[-1].seq
+        for client in clients:
+            client.wait_for("task_status_update", lambda p: p["seq"] == last, timeout=15)
+    lifecycle = {e.seq for e in sent if e.type != "task_progress"}
+    for client in clients:
+        names = [name for name, _ in client.seen if name != "connection_status"]
+        assert names[0] == "task_status"
+        snapshot_seq = client.seen[1][1]["seq"]
+        seqs = [u["seq"] for u in client.updates()]
+        assert seqs, "the client received nothing after its snapshot"
+        assert seqs == sorted(set(seqs))  # increasing, no duplicate
+        assert seqs[0] > snapshot_seq  # nothing the snapshot already covers
+        expected = {seq for seq in lifecycle if snapshot_seq < seq <= last}
+        assert expected <= set(seqs)  # no lifecycle event lost
+
+
+def test_resume_replays_exactly_the_missed_transitions(serve: Callable[..., Served]) -> None:
+    served = serve()
+    client = served.client()
+    subscribe(client)
+    first = run_task(served.emitter)
+    client.wait_for("task_status_update", lambda p: p["seq"] == first[-1].seq)
+    seen_up_to = client.updates()[-1]["seq"]
+    client.close()
+
+    missed = [served.emitter.started("aws01", "change_ip")]
+    missed += [served.emitter.progress("aws01", n * 2, step=n) for n in range(48)]
+    missed.append(served.emitter.completed("aws01", {"status": "success"}))
+    assert len(missed) == 50
+
+    again = served.client()
+    status = subscribe(again, since=seen_up_to)
+    replayed = again.updates()
+    expected = merge_progress(missed)
+    assert [(u["seq"], u["update"]["event"]) for u in replayed] == [
+        (e.seq, e.type) for e in expected
+    ]
+    assert [e.type for e in expected] == ["task_started", "task_progress", "task_completed"]
+    assert replayed[1]["update"]["progress"]["step"] == 47  # progress merged to the latest
+    assert all(u["replayed"] for u in replayed)
+    assert status["resumed"] is True
+    assert status["seq"] == missed[-1].seq
+    # and the live stream continues after the replay
+    live = served.emitter.started("aws01", "change_ip")
+    assert again.wait_for("task_status_update")["seq"] == live.seq
+
+
+def test_resume_from_beyond_the_history_asks_for_a_resync(serve: Callable[..., Served]) -> None:
+    served = serve(history_size=10)
+    for _ in range(5):
+        run_task(served.emitter)
+    client = served.client()
+    status = subscribe(client, since=3)
+    assert status["resync"] is True
+    assert status["seq"] == 25
+    assert status["status"]["last_task"]["outcome"] == "completed"
+    assert client.updates() == []
+    # a seq from a server that has since restarted asks for a resync too
+    assert subscribe(client, since=999)["resync"] is True
+
+
+# -- bad input ----------------------------------------------------------------------------
+
+MALFORMED: list[tuple[str, tuple[Any, ...], str | None]] = [
+    ("subscribe_task", (), "config_name"),
+    ("subscribe_task", ("aws01",), None),
+    ("subscribe_task", (42,), None),
+    ("subscribe_task", (3.5,), None),
+    ("subscribe_task", (True,), None),
+    ("subscribe_task", ([],), None),
+    ("subscribe_task", (["aws01"],), None),
+    ("subscribe_task", (b"\x00\x01",), None),
+    ("subscribe_task", ({},), "config_name"),
+    ("subscribe_task", ({"config_name": None},), "config_name"),
+    ("subscribe_task", ({"config_name": 1},), "config_name"),
+    ("subscribe_task", ({"config_name": ""},), "config_name"),
+    ("subscribe_task", ({"config_name": "a" * 129},), "config_name"),
+    ("subscribe_task", ({"config_name": "../etc/passwd"},), "config_name"),
+    ("subscribe_task", ({"config_name": "aws 01"},), "config_name"),
+    ("subscribe_task", ({"config_name": "<script>"},), "config_name"),
+    ("subscribe_task", ({"config_name": ["aws01"]},), "config_name"),
+    ("subscribe_task", ({"config_name": {"name": "aws01"}},), "config_name"),
+    ("subscribe_task", ({"config_name": "aws01", "colour": "red"},), "colour"),
+    ("subscribe_task", ({"config_name": "aws01", "since": -1},), "since"),
+    ("subscribe_task", ({"config_name": "aws01", "since": "5"},), "since"),
+    ("subscribe_task", ({"config_name": "aws01", "since": 1.5},), "since"),
+    ("subscribe_task", ({"config_name": "aws01", "since": True},), "since"),
+    ("subscribe_task", ({"config_name": "nope"},), "config_name"),
+    ("subscribe_task", ({"config_name": "aws01"}, 2), None),
+    ("unsubscribe_task", (), "config_name"),
+    ("unsubscribe_task", ("aws01",), None),
+    ("unsubscribe_task", ({"config_name": 5},), "config_name"),
+    ("unsubscribe_task", ({"config_name": "aws01", "now": True},), "now"),
+    ("get_all_tasks", ({"filter": "aws"},), "filter"),
+    ("get_all_tasks", ("all",), None),
+    ("subscribe", ({"config_name": "aws01"},), None),
+    ("task_status_update", ({"config_name": "aws01"},), None),
+]
+
+
+def test_malformed_payloads_get_clear_errors_and_disturb_no_one(
+    serve: Callable[..., Served],
+) -> None:
+    assert len(MALFORMED) >= 25
+    served = serve()
+    bystander = served.client()
+    subscribe(bystander)
+    served.emitter.started("aws01", "change_ip")
+    sender = served.client()
+    for index, (event, args, field) in enumerate(MALFORMED):
+        sender.emit(event, *args)
+        error = sender.wait_for("error")
+        assert error["event"] == event, (event, args, error)
+        assert event in error["message"] or "unknown event" in error["message"]
+        if field is not None:
+            assert error["field"] == field, (event, args, error)
+        served.emitter.progress("aws01", index)
+    served.emitter.completed("aws01")
+    # the bystander saw every update, in order
+    bystander.wait_for("task_status_update", lambda p: p["update"]["event"] == "task_completed")
+    assert [u["seq"] for u in bystander.updates()] == list(range(1, len(MALFORMED) + 3))
+    # and the sender's connection still works
+    assert subscribe(sender)["seq"] == len(MALFORMED) + 2
+    # nothing was created by subscribing to unknown subjects
+    assert served.emitter.state.subjects() == ["aws01", "aws02", "aws03"]
+
+
+def test_too_many_subscriptions_are_refused(serve: Callable[..., Served]) -> None:
+    served = serve(max_subscriptions=2)
+    client = served.client()
+    subscribe(client, "aws01")
+    subscribe(client, "aws02")
+    subscribe(client, "aws01")  # again: not a new one
+    client.emit("subscribe_task", {"config_name": "aws03"})
+    error = client.wait_for("error")
+    assert "at most 2 subscriptions" in error["message"]
+    client.emit("unsubscribe_task", {"config_name": "aws02"})
+    client.wait_for("unsubscribed")
+    assert subscribe(client, "aws03")["config_name"] == "aws03"
+
+
+# -- authentication and authorisation -----------------------------------------------------
+
+
+def by_token(environ: Any, auth: Any) -> str | None:
+    tokens = {"alice-token": "alice", "bob-token": "bob"}
+    token = auth.get("token") if isinstance(auth, dict) else None
+    return tokens.get(token) if isinstance(token, str) else None
+
+
+def only_own(identity: Any, subject: str) -> bool:
+    return (identity, subject) in {("alice", "aws01"), ("alice", "aws02"), ("bob", "aws03")}
+
+
+def test_unauthenticated_connect_is_refused(serve: Callable[..., Served]) -> None:
+    served = serve(authenticate=by_token, authorize=only_own)
+    for auth in (None, {"token": "wrong"}, "alice-token"):
+        refused = Client()
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            refused.connect(served.url, auth=auth)
+        assert refused.connect_errors == [{"message": "authentication failed"}]
+    assert served.adapter.client_count == 0
+    alice = served.client(auth={"token": "alice-token"})
+    assert alice.next()[0] == "connection_status"
+
+
+def test_unauthorised_subscribe_is_refused_and_all_tasks_filtered(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve(authenticate=by_token, authorize=only_own)
+    alice = served.client(auth={"token": "alice-token"})
+    bob = served.client(auth={"token": "bob-token"})
+    alice.emit("subscribe_task", {"config_name": "aws03"})
+    error = alice.wait_for("error")
+    assert error["field"] == "config_name"
+    assert "not authorised" in error["message"]
+    alice.emit("get_all_tasks")
+    assert sorted(alice.wait_for("all_tasks")["tasks"]) == ["aws01", "aws02"]
+    bob.emit("get_all_tasks")
+    assert sorted(bob.wait_for("all_tasks")["tasks"]) == ["aws03"]
+    assert subscribe(bob, "aws03")["config_name"] == "aws03"
+    run_task(served.emitter, "aws03")
+    bob.wait_for("task_status_update", lambda p: p["update"]["event"] == "task_completed")
+    assert [u for u in alice.drain(0.2) if u[0] == "task_status_update"] == []
+
+
+def test_authenticate_runs_in_the_flask_request_context(serve: Callable[..., Served]) -> None:
+    seen: list[str] = []
+
+    def from_header(environ: Any, auth: Any) -> str | None:
+        seen.append(flask.request.headers.get("X-User", ""))
+        return flask.request.headers.get("X-User") or None
+
+    served = serve(authenticate=from_header)
+    client = served.client(headers={"X-User": "carol"})
+    assert client.next()[0] == "connection_status"
+    assert "carol" in seen
+
+
+def test_a_raising_authorize_hook_denies_and_is_counted(serve: Callable[..., Served]) -> None:
+    def broken(identity: Any, subject: str) -> bool:
+        raise RuntimeError("policy store down")
+
+    served = serve(authorize=broken)
+    client = served.client()
+    client.emit("subscribe_task", {"config_name": "aws01"})
+    assert "not authorised" in client.wait_for("error")["message"]
+    assert served.adapter.error_count >= 1
