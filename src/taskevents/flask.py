@@ -155,8 +155,10 @@ class TaskEvents:
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         config = app.config
+        specs = _adapter_specs(config["TASKEVENTS_ADAPTERS"])
+        subjects = _subjects(config["TASKEVENTS_SUBJECTS"])
         emitter = self._emitter or Emitter(source=config["TASKEVENTS_SOURCE"] or app.import_name)
-        for subject, metadata in _subjects(config["TASKEVENTS_SUBJECTS"]).items():
+        for subject, metadata in subjects.items():
             emitter.register(subject, **metadata)
         if socketio is None:
             from flask_socketio import SocketIO
@@ -181,10 +183,16 @@ class TaskEvents:
             if exc.field == "server":
                 raise
             raise _config_error(f"TASKEVENTS_{exc.field.upper()}", exc.expected, None) from exc
-        adapter.connect(emitter)
         state = TaskEventsState(emitter, socketio, adapter)
-        for name, options in _adapter_specs(config["TASKEVENTS_ADAPTERS"]):
-            state.adapters.append(load_adapter(name, **options).connect(emitter))
+        try:
+            for name, options in specs:
+                state.adapters.append(load_adapter(name, **options))
+        except BaseException:
+            state.close()  # leave nothing half set up behind
+            raise
+        adapter.connect(emitter)
+        for other in state.adapters:
+            other.connect(emitter)
         app.extensions["taskevents"] = state
         if config["TASKEVENTS_API_PREFIX"]:
             app.register_blueprint(

@@ -1,0 +1,166 @@
+"""The Flask extension: config, app factories, REST endpoints, dashboard mounting."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import flask
+import pytest
+from flask_socketio import SocketIO
+
+from taskevents import AdapterNotFound, Emitter, ValidationError
+from taskevents.adapters.logging import LoggingAdapter
+from taskevents.flask import TaskEvents
+
+
+@pytest.fixture
+def apps() -> Iterator[list[flask.Flask]]:
+    made: list[flask.Flask] = []
+    yield made
+    for app in made:
+        if "taskevents" in app.extensions:
+            TaskEvents.state(app).close()
+
+
+def make_app(apps: list[flask.Flask], **config: Any) -> flask.Flask:
+    app = flask.Flask("taskevents-flask-test")
+    app.config.update({f"TASKEVENTS_{key.upper()}": value for key, value in config.items()})
+    apps.append(app)
+    return app
+
+
+def test_app_factory_gives_each_app_its_own_state(apps: list[flask.Flask]) -> None:
+    extension = TaskEvents()
+    one = make_app(apps, subjects=["aws01"])
+    two = make_app(apps, subjects={"aws02": {"region": "us-east-1"}})
+    extension.init_app(one, SocketIO(one, async_mode="threading"))
+    extension.init_app(two, SocketIO(two, async_mode="threading"))
+    assert TaskEvents.state(one).emitter is not TaskEvents.state(two).emitter
+    with one.app_context():
+        assert extension.emitter.state.subjects() == ["aws01"]
+    with two.app_context():
+        assert extension.emitter.state.subjects() == ["aws02"]
+        snapshot = extension.emitter.state.snapshot("aws02")
+        assert snapshot is not None
+        assert snapshot.metadata == {"region": "us-east-1"}
+
+
+def test_creates_a_socketio_when_none_is_given(apps: list[flask.Flask]) -> None:
+    app = make_app(apps, subjects=["aws01"], async_mode="threading")
+    TaskEvents(app)
+    state = TaskEvents.state(app)
+    assert isinstance(state.socketio, SocketIO)
+    # CORS: only the serving origin unless configured
+    assert state.socketio.server.eio.cors_allowed_origins is None
+
+
+def test_rest_endpoints(apps: list[flask.Flask]) -> None:
+    emitter = Emitter()
+    app = make_app(apps, subjects=["aws01", "aws02"])
+    TaskEvents(app, SocketIO(app, async_mode="threading"), emitter=emitter)
+    emitter.started("aws01", "change_ip")
+    emitter.progress("aws01", 40, stage="execution")
+    client = app.test_client()
+
+    everything = client.get("/api/tasks")
+    assert everything.status_code == 200
+    tasks = everything.get_json()["tasks"]
+    assert sorted(tasks) == ["aws01", "aws02"]
+    assert tasks["aws01"]["status"] == "busy"
+
+    one = client.get("/api/tasks/aws01")
+    assert one.status_code == 200
+    body = one.get_json()
+    assert body["config_name"] == "aws01"
+    assert body["seq"] == 2
+    assert body["status"]["current_task"]["progress"] == {"percent": 40, "stage": "execution"}
+
+    missing = client.get("/api/tasks/aws09")
+    assert missing.status_code == 404
+    assert missing.get_json() == {
+        "error": {"message": "unknown config_name 'aws09'", "config_name": "aws09"}
+    }
+
+
+def test_rest_endpoints_use_the_auth_hooks(apps: list[flask.Flask]) -> None:
+    def authenticate(environ: Any, auth: Any) -> str | None:
+        return flask.request.headers.get("X-User") or None
+
+    def authorize(identity: Any, subject: str) -> bool:
+        return bool(identity == "alice" and subject == "aws01")
+
+    app = make_app(apps, subjects=["aws01", "aws02"])
+    TaskEvents(
+        app,
+        SocketIO(app, async_mode="threading"),
+        authenticate=authenticate,
+        authorize=authorize,
+    )
+    client = app.test_client()
+    assert client.get("/api/tasks").status_code == 401
+    alice = {"X-User": "alice"}
+    assert sorted(client.get("/api/tasks", headers=alice).get_json()["tasks"]) == ["aws01"]
+    assert client.get("/api/tasks/aws01", headers=alice).status_code == 200
+    assert client.get("/api/tasks/aws02", headers=alice).status_code == 404
+
+
+def test_dashboard_is_mounted_at_the_seed_path_and_can_be_turned_off(
+    apps: list[flask.Flask],
+) -> None:
+    app = make_app(apps, subjects=["aws01"])
+    TaskEvents(app, SocketIO(app, async_mode="threading"))
+    page = app.test_client().get("/websocket")
+    assert page.status_code == 200
+    assert b"socket.io.min.js" in page.data
+    script = app.test_client().get("/taskevents/static/vendor/socket.io.min.js")
+    assert script.status_code == 200
+    assert len(script.data) > 10_000
+    script.close()
+
+    quiet = make_app(apps, subjects=["aws01"], dashboard=False, api_prefix=None)
+    TaskEvents(quiet, SocketIO(quiet, async_mode="threading"))
+    assert quiet.test_client().get("/websocket").status_code == 404
+    assert quiet.test_client().get("/api/tasks").status_code == 404
+
+    moved = make_app(apps, subjects=["aws01"], dashboard_path="/tasks/live")
+    TaskEvents(moved, SocketIO(moved, async_mode="threading"))
+    assert moved.test_client().get("/tasks/live").status_code == 200
+
+
+def test_adapters_are_enabled_by_name_from_config(
+    apps: list[flask.Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(apps, subjects=["aws01"], adapters={"logging": {"logger": "myapp.tasks"}})
+    TaskEvents(app, SocketIO(app, async_mode="threading"))
+    state = TaskEvents.state(app)
+    assert [type(a) for a in state.adapters] == [LoggingAdapter]
+    with caplog.at_level(logging.INFO, logger="myapp.tasks"):
+        state.emitter.started("aws01", "change_ip")
+    assert [r.getMessage() for r in caplog.records][-1].startswith("aws01: change_ip started")
+
+
+@pytest.mark.parametrize(
+    ("config", "error", "match"),
+    [
+        ({"adapters": "logging,webhooks"}, ValidationError, "TASKEVENTS_ADAPTERS"),
+        ({"adapters": ["carrier-pigeon"]}, AdapterNotFound, "carrier-pigeon"),
+        ({"subjects": "aws01"}, ValidationError, "TASKEVENTS_SUBJECTS"),
+        ({"progress_interval": -1}, ValidationError, "TASKEVENTS_PROGRESS_INTERVAL"),
+        ({"max_subscriptions": 0}, ValidationError, "TASKEVENTS_MAX_SUBSCRIPTIONS"),
+        ({"namespace": "tasks"}, ValidationError, "TASKEVENTS_NAMESPACE"),
+    ],
+)
+def test_bad_config_names_the_key(
+    apps: list[flask.Flask], config: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    app = make_app(apps, **config)
+    with pytest.raises(error, match=match):
+        TaskEvents(app, SocketIO(app, async_mode="threading"))
+
+
+def test_state_before_init_app_is_a_clear_error() -> None:
+    app = flask.Flask("x")
+    with pytest.raises(RuntimeError, match="init_app"):
+        TaskEvents.state(app)
