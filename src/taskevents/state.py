@@ -206,15 +206,16 @@ class MemoryStateStore:
         return rec.seq if rec is not None else 0
 
     def apply(self, event: TaskEvent) -> bool:
-        rec = self._get(event.subject, True)
+        # On every emit: slots are read directly rather than through the properties.
+        rec = self._subjects.get(event._subject) or self._get(event._subject, True)
         with rec.lock:
-            if event.seq <= rec.seq:
+            if event._seq <= rec.seq:
                 return False
-            type_ = event.type
+            type_ = event._type
             if type_ == TASK_PROGRESS:
-                task = rec.running.get(event.task_id)
+                task = rec.running.get(event._task_id)
                 if task is not None:
-                    task.progress = event.data
+                    task.progress = event._data
             elif type_ == TASK_STARTED:
                 rec.running[event.task_id] = _Task(event.task_id, event.task_type, event.time)
             else:
@@ -232,7 +233,7 @@ class MemoryStateStore:
                     error=error if isinstance(error, Mapping) else None,
                     reason=data.get("reason"),
                 )
-            rec.seq = event.seq
+            rec.seq = event._seq
             rec.history.append(event)
             return True
 
