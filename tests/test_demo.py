@@ -47,6 +47,9 @@ def test_start_a_task_and_watch_it_complete(demo: flask.Flask) -> None:
         busy = client.post("/api/tasks/aws01", json={"task_type": "change_ip"})
         assert busy.status_code == 409
         assert busy.get_json()["error"]["task_id"] == accepted["task_id"]
+        assert busy.get_json()["error"]["message"] == (
+            "aws01 is busy with a change_ip task; try again when it has finished"
+        )
         final = wait_idle(demo, "aws01")
     last = final["status"]["last_task"]
     assert last["task_id"] == accepted["task_id"]

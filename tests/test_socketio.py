@@ -517,3 +517,19 @@ def test_a_raising_authorize_hook_denies_and_is_counted(serve: Callable[..., Ser
     client.emit("subscribe_task", {"config_name": "aws01"})
     assert "not authorised" in client.wait_for("error")["message"]
     assert served.adapter.error_count >= 1
+
+
+def test_an_outcome_while_another_task_runs_says_busy(serve: Callable[..., Served]) -> None:
+    served = serve()
+    client = served.client()
+    subscribe(client)
+    first = served.emitter.started("aws01", "change_ip")
+    second = served.emitter.started("aws01", "reboot", exclusive=False)
+    served.emitter.completed("aws01", task_id=second.task_id)
+    served.emitter.completed("aws01", task_id=first.task_id)
+    client.wait_for("task_status_update", lambda p: p["seq"] == 4)
+    ends = [u["update"] for u in client.updates() if u["update"]["event"] == "task_completed"]
+    assert [(u["task_id"], u["status"]) for u in ends] == [
+        (second.task_id, "busy"),
+        (first.task_id, "idle"),
+    ]

@@ -133,7 +133,13 @@ def create_app(
         try:
             started = manager.start(config_name, task_type, fail=fail)
         except SubjectBusy as busy:
-            return _problem(409, str(busy), config_name=config_name, task_id=busy.running_task_id)
+            return _problem(
+                409,
+                f"{config_name} is busy with a {busy.running_task_type} task; "
+                "try again when it has finished",
+                config_name=config_name,
+                task_id=busy.running_task_id,
+            )
         payload = {
             "task_id": started.task_id,
             "config_name": config_name,

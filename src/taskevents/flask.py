@@ -40,7 +40,6 @@ Configuration keys (all optional):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -286,6 +285,6 @@ class TaskEvents:
                 "apiPrefix": config["TASKEVENTS_API_PREFIX"],
                 "demo": bool(config["TASKEVENTS_DEMO"]),
             }
-            return flask.render_template("taskevents/dashboard.html", settings=json.dumps(settings))
+            return flask.render_template("taskevents/dashboard.html", settings=settings)
 
         return dashboard

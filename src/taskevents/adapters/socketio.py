@@ -23,6 +23,7 @@ from typing import Any
 from taskevents._optional import require
 from taskevents.emitter import Emitter
 from taskevents.events import (
+    OUTCOME_TYPES,
     TASK_CANCELLED,
     TASK_COMPLETED,
     TASK_FAILED,
@@ -72,13 +73,17 @@ def _timestamp(value: datetime | None = None) -> str:
     return (value or datetime.now(timezone.utc)).isoformat()
 
 
-def update_payload(event: TaskEvent) -> dict[str, Any]:
+def update_payload(event: TaskEvent, *, still_busy: bool = False) -> dict[str, Any]:
     """The ``task_status_update`` message for ``event``.
 
     ``update`` holds exactly what the original system sent (``event``, then
     ``task_type`` and ``status`` for a start, ``progress`` for progress, ``result`` and
     ``status`` for a completion), plus new keys only.
+
+    :param still_busy: for an outcome, whether other tasks still run on the subject
+        (possible with ``exclusive=False``); ``status`` is then ``"busy"``.
     """
+    end_status = "busy" if still_busy else "idle"
     data = event.data
     type_ = event.type
     update: dict[str, Any] = {"event": type_}
@@ -93,13 +98,13 @@ def update_payload(event: TaskEvent) -> dict[str, Any]:
             update["percent"] = data["percent"]
     elif type_ == TASK_COMPLETED:
         update["result"] = data.get("result")
-        update["status"] = "idle"
+        update["status"] = end_status
     elif type_ == TASK_FAILED:
         update["error"] = data.get("error")
-        update["status"] = "idle"
+        update["status"] = end_status
     elif type_ == TASK_CANCELLED:
         update["reason"] = data.get("reason")
-        update["status"] = "idle"
+        update["status"] = end_status
     update["task_id"] = event.task_id
     if type_ != TASK_STARTED:
         update["task_type"] = event.task_type
@@ -235,6 +240,7 @@ class SocketIOAdapter(BackgroundAdapter):
         self.max_subscriptions = max_subscriptions
         self._clients: dict[str, _Client] = {}
         self._clients_lock = threading.Lock()
+        self._still_busy: set[str] = set()
         for event, handler in (
             ("connect", self._on_connect),
             ("disconnect", self._on_disconnect),
@@ -258,10 +264,19 @@ class SocketIOAdapter(BackgroundAdapter):
 
     # -- events to clients ---------------------------------------------------------
 
+    def handle(self, event: TaskEvent) -> None:
+        if event.type in OUTCOME_TYPES and self.emitter.state.running_task(event.subject):
+            # Another task still runs (exclusive=False): known now, not when delivered.
+            self._still_busy.add(event.id)
+        super().handle(event)
+
     def deliver(self, event: TaskEvent) -> None:
+        still_busy = event.id in self._still_busy
+        if still_busy:
+            self._still_busy.discard(event.id)
         self.sio.emit(
             "task_status_update",
-            update_payload(event),
+            update_payload(event, still_busy=still_busy),
             room=room_for(event.subject),
             namespace=self.namespace,
         )
