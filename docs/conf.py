@@ -32,11 +32,13 @@ autodoc_typehints_description_target = "documented_params"
 # -- cross references ------------------------------------------------------------------
 
 # Every reference inside the project must resolve. There is no intersphinx (the docs are
-# built offline), so references into the standard library and blinker are left as text.
+# built offline), so references into the standard library, blinker, Flask and Socket.IO are
+# left as text.
 nitpicky = True
 nitpick_ignore_regex = [
     (r"py:.*", r"(abc|collections\.abc|contextlib|datetime|logging|threading|types|typing)\..*"),
     (r"py:.*", r"blinker(\..*)?"),
+    (r"py:.*", r"(flask|flask_socketio|socketio|engineio)(\..*)?"),
     (r"py:.*", r"(.*\.)?(A|P|R)"),  # type variables
     (r"py:class", r"datetime"),  # the bare name, as written in some annotations
     (r"py:func", r"repr"),
