@@ -86,6 +86,10 @@ def test_rest_endpoints(apps: list[flask.Flask]) -> None:
 
 def test_rest_endpoints_use_the_auth_hooks(apps: list[flask.Flask]) -> None:
     def authenticate(environ: Any, auth: Any) -> str | None:
+        if auth == {"token": "alice-token"}:
+            return "alice"
+        if flask.request.headers.get("X-Crash"):
+            raise RuntimeError("identity provider down")
         return flask.request.headers.get("X-User") or None
 
     def authorize(identity: Any, subject: str) -> bool:
@@ -104,6 +108,22 @@ def test_rest_endpoints_use_the_auth_hooks(apps: list[flask.Flask]) -> None:
     assert sorted(client.get("/api/tasks", headers=alice).get_json()["tasks"]) == ["aws01"]
     assert client.get("/api/tasks/aws01", headers=alice).status_code == 200
     assert client.get("/api/tasks/aws02", headers=alice).status_code == 404
+    bearer = {"Authorization": "Bearer alice-token"}
+    assert sorted(client.get("/api/tasks", headers=bearer).get_json()["tasks"]) == ["aws01"]
+    assert client.get("/api/tasks", headers={"X-Crash": "1"}).status_code == 401
+
+
+def test_single_app_extension_exposes_its_emitter_anywhere(apps: list[flask.Flask]) -> None:
+    app = make_app(apps, subjects=["aws01"])
+    tasks = TaskEvents(app, SocketIO(app, async_mode="threading"))
+    assert tasks.emitter is TaskEvents.state(app).emitter
+    assert tasks.emitter.started("aws01", "change_ip").seq == 1
+
+
+def test_config_errors_show_the_value(apps: list[flask.Flask]) -> None:
+    app = make_app(apps, max_subscriptions=0)
+    with pytest.raises(ValidationError, match=r"TASKEVENTS_MAX_SUBSCRIPTIONS: .*got 0"):
+        TaskEvents(app, SocketIO(app, async_mode="threading"))
 
 
 def test_dashboard_is_mounted_at_the_seed_path_and_can_be_turned_off(

@@ -31,7 +31,9 @@ Configuration keys (all optional):
 ``TASKEVENTS_ADAPTERS``             more adapters by name: ``["logging"]`` or
                                     ``{"logging": {"logger": "myapp.tasks"}}``
 ``TASKEVENTS_CORS_ALLOWED_ORIGINS`` only when the extension creates the SocketIO:
-                                    origins allowed besides the serving one
+                                    the origins allowed; it replaces the
+                                    same-origin default, so list the serving
+                                    origin too
 ``TASKEVENTS_ASYNC_MODE``           only when the extension creates the SocketIO
 ``TASKEVENTS_SOURCE``               the emitter's source (the app's import name)
 ``TASKEVENTS_DEMO``                 show the dashboard's "run a task" buttons
@@ -127,10 +129,14 @@ class TaskEvents:
     :param socketio: the app's Flask-SocketIO ``SocketIO``; None creates one (with CORS
         limited to the serving origin unless ``TASKEVENTS_CORS_ALLOWED_ORIGINS`` says
         otherwise).
-    :param emitter: the emitter to serve; None gives each app its own.
+    :param emitter: the emitter to serve. None creates one: with ``app`` given, one
+        that :attr:`emitter` returns anywhere; with :meth:`init_app` (app factories),
+        one per app, which :attr:`emitter` returns inside that app's context.
     :param authenticate: ``authenticate(environ, auth) -> identity``, run inside the
-        app's request context on Socket.IO connect and on REST calls; None or False
-        refuses. Default: everyone.
+        app's request context on Socket.IO connect (``auth`` is what the client sent)
+        and on REST calls (``auth`` is ``{"token": ...}`` from an ``Authorization:
+        Bearer`` header, else None); returning None or False, or raising, refuses.
+        Default: everyone.
     :param authorize: ``authorize(identity, subject) -> bool``. Default: everything.
     """
 
@@ -143,6 +149,9 @@ class TaskEvents:
         authenticate: Authenticate | None = None,
         authorize: Authorize | None = None,
     ) -> None:
+        if emitter is None and app is not None:
+            # One app: one emitter, reachable as ``extension.emitter`` anywhere.
+            emitter = Emitter(source=app.config.get("TASKEVENTS_SOURCE") or app.import_name)
         self._emitter = emitter
         self.authenticate = authenticate
         self.authorize = authorize
@@ -181,7 +190,8 @@ class TaskEvents:
         except ValidationError as exc:
             if exc.field == "server":
                 raise
-            raise _config_error(f"TASKEVENTS_{exc.field.upper()}", exc.expected, None) from exc
+            key = f"TASKEVENTS_{exc.field.upper()}"
+            raise _config_error(key, exc.expected, config.get(key)) from exc
         state = TaskEventsState(emitter, socketio, adapter)
         try:
             for name, options in specs:
@@ -231,9 +241,18 @@ class TaskEvents:
         return authenticate
 
     def _identity(self) -> tuple[bool, Any]:
+        """Authenticate a REST call. ``auth`` is ``{"token": ...}`` from an
+        ``Authorization: Bearer ...`` header, as a Socket.IO client would send it."""
         if self.authenticate is None:
             return True, None
-        identity = self.authenticate(flask.request.environ, None)
+        header = flask.request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        auth = {"token": token.strip()} if scheme.lower() == "bearer" and token.strip() else None
+        try:
+            identity = self.authenticate(flask.request.environ, auth)
+        except Exception as exc:
+            self.state().socketio_adapter.errors.report(exc, "in the authenticate hook")
+            return False, None
         return identity is not None and identity is not False, identity
 
     # -- blueprints --------------------------------------------------------------------
