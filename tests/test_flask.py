@@ -170,6 +170,9 @@ def test_adapters_are_enabled_by_name_from_config(
         ({"progress_interval": -1}, ValidationError, "TASKEVENTS_PROGRESS_INTERVAL"),
         ({"max_subscriptions": 0}, ValidationError, "TASKEVENTS_MAX_SUBSCRIPTIONS"),
         ({"namespace": "tasks"}, ValidationError, "TASKEVENTS_NAMESPACE"),
+        ({"dashboard_path": "websocket"}, ValidationError, "TASKEVENTS_DASHBOARD_PATH"),
+        ({"api_prefix": "api"}, ValidationError, "TASKEVENTS_API_PREFIX"),
+        ({"subjects": {"aws01": "eu-west-1"}}, ValidationError, "TASKEVENTS_SUBJECTS"),
     ],
 )
 def test_bad_config_names_the_key(
@@ -184,3 +187,23 @@ def test_state_before_init_app_is_a_clear_error() -> None:
     app = flask.Flask("x")
     with pytest.raises(RuntimeError, match="init_app"):
         TaskEvents.state(app)
+
+
+def test_init_app_twice_is_refused(apps: list[flask.Flask]) -> None:
+    app = make_app(apps, subjects=["aws01"])
+    extension = TaskEvents(app, SocketIO(app, async_mode="threading"))
+    with pytest.raises(RuntimeError, match="already set up"):
+        extension.init_app(app)
+
+
+def test_authorize_runs_in_the_app_context_on_socketio_too(apps: list[flask.Flask]) -> None:
+    def authorize(identity: Any, subject: str) -> bool:
+        return subject in flask.current_app.config["ALLOWED"]
+
+    app = make_app(apps, subjects=["aws01", "aws02"])
+    app.config["ALLOWED"] = {"aws02"}
+    TaskEvents(app, SocketIO(app, async_mode="threading"), authorize=authorize)
+    adapter = TaskEvents.state(app).socketio_adapter
+    # what the Socket.IO handlers call, outside any request
+    assert sorted(adapter.all_tasks()["tasks"]) == ["aws02"]
+    assert adapter.error_count == 0

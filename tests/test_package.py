@@ -19,12 +19,13 @@ OPTIONAL = (
 )
 
 
-def test_import_taskevents_imports_no_optional_dependency() -> None:
+def test_import_taskevents_imports_only_blinker_and_the_standard_library() -> None:
     code = "import sys, taskevents, taskevents.testing; print('\\n'.join(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = {name.split(".")[0] for name in out.stdout.split()}
-    assert loaded.isdisjoint(OPTIONAL), loaded & set(OPTIONAL)
-    assert "blinker" in loaded
+    outside_stdlib = loaded - set(sys.stdlib_module_names) - {"__main__", "_distutils_hack"}
+    assert outside_stdlib == {"taskevents", "blinker"}
+    assert loaded.isdisjoint(OPTIONAL)
 
 
 def test_all_lists_every_public_name_sorted() -> None:

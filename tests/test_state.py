@@ -89,3 +89,19 @@ def test_a_second_emitter_can_share_the_store() -> None:
 def test_history_size_is_validated() -> None:
     with pytest.raises(ValidationError, match="history_size: expected a positive integer"):
         MemoryStateStore(history_size=0)
+
+
+def test_state_keeps_copies_of_what_the_caller_passed(emitter: Emitter) -> None:
+    result = {"ip": "203.0.113.7", "tags": ["a"]}
+    origin = {"user": "alice"}
+    emitter.started("aws01", "change_ip", origin=origin)
+    emitter.completed("aws01", result)
+    result["ip"] = "changed"
+    result["tags"].append("b")  # type: ignore[attr-defined]
+    origin["user"] = "mallory"
+    snapshot = emitter.state.snapshot("aws01")
+    assert snapshot is not None
+    assert snapshot.last is not None
+    assert snapshot.last.result == {"ip": "203.0.113.7", "tags": ["a"]}
+    history = emitter.state.history("aws01", 0) or []
+    assert history[0].data == {"origin": {"user": "alice"}}

@@ -20,6 +20,7 @@ from .events import (
     EventType,
     TaskEvent,
     check_json,
+    json_copy,
 )
 from .exceptions import NoRunningTask, SubjectBusy, TaskEventsError, ValidationError
 from .signals import SIGNALS
@@ -53,8 +54,8 @@ def error_details(error: BaseException | str | Mapping[str, Any]) -> dict[str, A
     if isinstance(error, str):
         return {"type": "Error", "message": error}
     if isinstance(error, Mapping):
-        check_json(error, "error")
-        return dict(error)
+        copied: dict[str, Any] = json_copy(error, "error")
+        return copied
     raise ValidationError("error", "an exception, a message string or a JSON object", error)
 
 
@@ -96,8 +97,7 @@ class Emitter:
         """Make ``subject`` known (idle) before any task runs, with optional metadata
         that snapshots carry (e.g. ``region="eu-west-1"``)."""
         _check_subject(subject)
-        check_json(metadata, "metadata")
-        self.state.register(subject, metadata)
+        self.state.register(subject, json_copy(metadata, "metadata"))
 
     # -- the lifecycle --------------------------------------------------------------
 
@@ -126,8 +126,7 @@ class Emitter:
             task_id = uuid.uuid4().hex
         elif not isinstance(task_id, str) or not task_id:
             raise ValidationError("task_id", "a non-empty string", task_id)
-        if details:
-            check_json(details, "details")
+        details = json_copy(details, "details") if details else {}
         if exclusive is None:
             exclusive = self.exclusive
         state = self.state
@@ -175,8 +174,7 @@ class Emitter:
             _check_text(message, "message")
             data["message"] = message
         if details:
-            check_json(details, "details")
-            data.update(details)
+            data.update(json_copy(details, "details"))
         return self._emit_for_running(TASK_PROGRESS, subject, task_id, data)
 
     def completed(
@@ -184,7 +182,7 @@ class Emitter:
     ) -> TaskEvent:
         """The running task on ``subject`` finished successfully with ``result``
         (JSON-compatible)."""
-        check_json(result, "result")
+        result = json_copy(result, "result")
         return self._emit_for_running(TASK_COMPLETED, subject, task_id, {"result": result})
 
     def failed(

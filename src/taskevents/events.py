@@ -221,7 +221,7 @@ class TaskEvent:
         data = raw.get("data")
         if not isinstance(data, Mapping):
             raise ValidationError("data", "a JSON object", data)
-        check_json(data, "data")
+        data = json_copy(data, "data")
         return cls(
             id=raw["id"],
             type=cast(EventType, type_),
@@ -285,28 +285,36 @@ def parse_time(value: object, field: str) -> datetime:
     return parsed.astimezone(timezone.utc)
 
 
-def check_json(value: object, field: str, _depth: int = 0) -> None:
-    """Raise :class:`ValidationError` unless ``value`` survives a JSON round trip as is.
+def json_copy(value: Any, field: str, _depth: int = 0) -> Any:
+    """A copy of ``value`` that no later change to the caller's objects can alter, or
+    :class:`ValidationError` (naming the nested field) unless it survives a JSON round
+    trip as is.
 
     Allowed: ``None``, ``bool``, ``int``, finite ``float``, ``str``, lists, and dicts with
     string keys, nested at most 64 deep.
     """
     if value is None or isinstance(value, (bool, int, str)):
-        return
+        return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValidationError(field, "a finite number", value)
-        return
+        return value
     if _depth >= 64:
         raise ValidationError(field, "JSON nested at most 64 levels deep", "...")
     if isinstance(value, Mapping):
+        copied = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(field, "an object with string keys", key)
-            check_json(item, f"{field}.{key}", _depth + 1)
-        return
+            copied[key] = json_copy(item, f"{field}.{key}", _depth + 1)
+        return copied
     if isinstance(value, list):
-        for index, item in enumerate(value):
-            check_json(item, f"{field}[{index}]", _depth + 1)
-        return
+        return [
+            json_copy(item, f"{field}[{index}]", _depth + 1) for index, item in enumerate(value)
+        ]
     raise ValidationError(field, "a JSON value (null, bool, number, string, list, object)", value)
+
+
+def check_json(value: object, field: str) -> None:
+    """Raise :class:`ValidationError` unless ``value`` survives a JSON round trip as is."""
+    json_copy(value, field)

@@ -114,7 +114,12 @@ def _adapter_specs(value: object) -> list[tuple[str, dict[str, Any]]]:
 
 def _subjects(value: object) -> dict[str, Mapping[str, Any]]:
     if isinstance(value, Mapping):
-        return {str(k): (v or {}) for k, v in value.items()}
+        for name, metadata in value.items():
+            if not isinstance(name, str) or not (metadata is None or isinstance(metadata, Mapping)):
+                raise _config_error(
+                    "TASKEVENTS_SUBJECTS", "subject names mapped to metadata objects", metadata
+                )
+        return {k: (v or {}) for k, v in value.items()}
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return {name: {} for name in value}
     raise _config_error(
@@ -159,10 +164,21 @@ class TaskEvents:
             self.init_app(app, socketio)
 
     def init_app(self, app: flask.Flask, socketio: Any = None) -> None:
-        """Set the extension up for ``app``."""
+        """Set the extension up for ``app``.
+
+        :raises ValidationError: a ``TASKEVENTS_*`` setting is wrong (the message names
+            it); nothing is left connected or registered.
+        :raises RuntimeError: the extension is already set up for ``app``.
+        """
+        if "taskevents" in app.extensions:
+            raise RuntimeError("TaskEvents is already set up for this app")
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         config = app.config
+        for key in ("TASKEVENTS_DASHBOARD_PATH", "TASKEVENTS_API_PREFIX"):
+            path = config[key]
+            if path is not None and (not isinstance(path, str) or not path.startswith("/")):
+                raise _config_error(key, "a URL path starting with '/'", path)
         specs = _adapter_specs(config["TASKEVENTS_ADAPTERS"])
         subjects = _subjects(config["TASKEVENTS_SUBJECTS"])
         emitter = self._emitter or Emitter(source=config["TASKEVENTS_SOURCE"] or app.import_name)
@@ -177,6 +193,7 @@ class TaskEvents:
                 cors_allowed_origins=config["TASKEVENTS_CORS_ALLOWED_ORIGINS"],
             )
         authenticate = self._authenticate_in(app) if self.authenticate else None
+        authorize = self._authorize_in(app) if self.authorize else None
         try:
             adapter = SocketIOAdapter(
                 socketio,
@@ -185,7 +202,7 @@ class TaskEvents:
                 progress_interval=config["TASKEVENTS_PROGRESS_INTERVAL"],
                 max_subscriptions=config["TASKEVENTS_MAX_SUBSCRIPTIONS"],
                 authenticate=authenticate,
-                authorize=self.authorize,
+                authorize=authorize,
             )
         except ValidationError as exc:
             if exc.field == "server":
@@ -196,6 +213,13 @@ class TaskEvents:
         try:
             for name, options in specs:
                 state.adapters.append(load_adapter(name, **options))
+            blueprints = []
+            if config["TASKEVENTS_API_PREFIX"]:
+                blueprints.append((self._api_blueprint(), config["TASKEVENTS_API_PREFIX"]))
+            if config["TASKEVENTS_DASHBOARD"]:
+                blueprints.append((self._dashboard_blueprint(app), None))
+            for blueprint, prefix in blueprints:
+                app.register_blueprint(blueprint, url_prefix=prefix)
         except BaseException:
             state.close()  # leave nothing half set up behind
             raise
@@ -203,12 +227,6 @@ class TaskEvents:
         for other in state.adapters:
             other.connect(emitter)
         app.extensions["taskevents"] = state
-        if config["TASKEVENTS_API_PREFIX"]:
-            app.register_blueprint(
-                self._api_blueprint(), url_prefix=config["TASKEVENTS_API_PREFIX"]
-            )
-        if config["TASKEVENTS_DASHBOARD"]:
-            app.register_blueprint(self._dashboard_blueprint(app))
 
     # -- access ------------------------------------------------------------------------
 
@@ -239,6 +257,18 @@ class TaskEvents:
                 return hook(environ, auth)
 
         return authenticate
+
+    def _authorize_in(self, app: flask.Flask) -> Authorize:
+        hook = self.authorize
+        assert hook is not None
+
+        def authorize(identity: Any, subject: str) -> bool:
+            if flask.has_app_context():
+                return hook(identity, subject)
+            with app.app_context():
+                return hook(identity, subject)
+
+        return authorize
 
     def _identity(self) -> tuple[bool, Any]:
         """Authenticate a REST call. ``auth`` is ``{"token": ...}`` from an

@@ -297,14 +297,20 @@ class BackgroundAdapter(Adapter):
             if event.type == TASK_PROGRESS:
                 slot = self._open.get(subject)
                 if slot is not None:
-                    slot.event = event
-                    self._counts["coalesced"] += 1
-                    return
+                    if slot.event.task_id == event.task_id:
+                        slot.event = event
+                        self._counts["coalesced"] += 1
+                        return
+                    # Another task's progress (exclusive=False): keep that task's latest.
+                    self._close_slot(subject)
                 slot = self._open[subject] = _ProgressSlot(event)
+                now = time.monotonic()
                 due = self._progress_due.get(subject, 0.0)
-                if due > time.monotonic():
+                if due > now:
                     self._deferred[subject] = due
                 else:
+                    if due:
+                        del self._progress_due[subject]  # past: keep the table small
                     self._queue.append(slot)
             else:
                 self._close_slot(subject)
@@ -371,7 +377,7 @@ class BackgroundAdapter(Adapter):
             self._abort.set()
             with self._cond:
                 self._cond.notify_all()
-            self._thread.join(5.0)
+            self._thread.join(0.5)  # a sink hung in deliver() may never return
         with self._cond:
             left = len(self._queue) + len(self._deferred)
             if left:

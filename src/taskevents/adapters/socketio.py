@@ -16,6 +16,8 @@ import functools
 import logging
 import re
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -53,7 +55,7 @@ logger = logging.getLogger("taskevents")
 PROTOCOL_VERSION = 2
 #: Longest subject name a client may send.
 MAX_SUBJECT_LENGTH = 128
-_SUBJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]*\Z")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 #: ``authenticate(environ, auth) -> identity``: environ is the WSGI environ of the
 #: connection, auth what the client sent as ``auth``. Return None or False to refuse.
@@ -117,24 +119,35 @@ def update_payload(event: TaskEvent, *, still_busy: bool = False) -> dict[str, A
     }
 
 
-def snapshot_payload(snapshot: SubjectState, **flags: bool) -> dict[str, Any]:
+def snapshot_payload(
+    snapshot: SubjectState, *, stream: str | None = None, **flags: bool
+) -> dict[str, Any]:
     """The ``task_status`` message for a subject's snapshot."""
     status = snapshot.to_dict()
     status.pop("subject")
-    return {
+    payload: dict[str, Any] = {
         "config_name": snapshot.subject,
         "status": status,
         "seq": snapshot.seq,
         "timestamp": _timestamp(),
-        **flags,
     }
+    if stream is not None:
+        payload["stream"] = stream
+    payload.update(flags)
+    return payload
 
 
 def merge_progress(events: Iterable[TaskEvent]) -> list[TaskEvent]:
-    """Keep every lifecycle event, and of each run of progress only the latest."""
+    """Keep every lifecycle event, and of each run of one task's progress only the
+    latest."""
     merged: list[TaskEvent] = []
     for event in events:
-        if event.type == TASK_PROGRESS and merged and merged[-1].type == TASK_PROGRESS:
+        if (
+            event.type == TASK_PROGRESS
+            and merged
+            and merged[-1].type == TASK_PROGRESS
+            and merged[-1].task_id == event.task_id
+        ):
             merged[-1] = event
         else:
             merged.append(event)
@@ -148,12 +161,27 @@ class _BadRequest(Exception):
 
 
 class _Client:
-    __slots__ = ("greeted", "identity", "subjects")
+    __slots__ = ("greeted", "identity", "subjects", "tokens", "tokens_at")
 
     def __init__(self, identity: Any) -> None:
         self.identity = identity
-        self.greeted = False
         self.subjects: set[str] = set()
+        self.greeted = False
+        self.tokens = -1.0
+        self.tokens_at = 0.0
+
+    def take_token(self, burst: int, rate: float) -> bool:
+        """A token bucket: ``burst`` requests at once, then ``rate`` per second."""
+        now = time.monotonic()
+        if self.tokens < 0:
+            self.tokens = float(burst)
+        else:
+            self.tokens = min(float(burst), self.tokens + (now - self.tokens_at) * rate)
+        self.tokens_at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 def _describe(value: object) -> str:
@@ -191,6 +219,9 @@ class SocketIOAdapter(BackgroundAdapter):
     :param authorize: called on subscribe, and to filter ``all_tasks``; see
         :data:`Authorize`. Default: every client may watch every subject.
     :param max_subscriptions: how many subjects one client may watch at once.
+    :param subscribe_burst: how many ``subscribe_task`` one client may send at once...
+    :param subscribe_rate: ...and then per second; more get an ``error`` (each can
+        replay up to the history kept, so they are not free).
     :param subjects: serve only these subjects (default: all the emitter's).
     """
 
@@ -204,6 +235,8 @@ class SocketIOAdapter(BackgroundAdapter):
         authenticate: Authenticate | None = None,
         authorize: Authorize | None = None,
         max_subscriptions: int = 100,
+        subscribe_burst: int = 20,
+        subscribe_rate: float = 2.0,
         subjects: Iterable[str] | None = None,
     ) -> None:
         socketio = require("socketio", extra="socketio", needed_by="SocketIOAdapter")
@@ -228,28 +261,63 @@ class SocketIOAdapter(BackgroundAdapter):
             or max_subscriptions < 1
         ):
             raise ValidationError("max_subscriptions", "a positive integer", max_subscriptions)
+        if (
+            not isinstance(subscribe_burst, int)
+            or isinstance(subscribe_burst, bool)
+            or (subscribe_burst < 1)
+        ):
+            raise ValidationError("subscribe_burst", "a positive integer", subscribe_burst)
+        if (
+            not isinstance(subscribe_rate, (int, float))
+            or isinstance(subscribe_rate, bool)
+            or (subscribe_rate <= 0)
+        ):
+            raise ValidationError("subscribe_rate", "a number > 0", subscribe_rate)
         for name, hook in (("authenticate", authenticate), ("authorize", authorize)):
             if hook is not None and not callable(hook):
                 raise ValidationError(name, "a callable or None", hook)
-        super().__init__(subjects=subjects, progress_interval=progress_interval, max_attempts=3)
+        # An in-process emit rarely fails (a message-queue manager may): retry soon,
+        # and never give a lifecycle event up while the adapter is open.
+        super().__init__(
+            subjects=subjects,
+            progress_interval=progress_interval,
+            retry_initial=0.05,
+            retry_max=2.0,
+        )
         self.sio = sio
         self.emitter = emitter
         self.namespace = namespace
         self.authenticate = authenticate
         self.authorize = authorize
         self.max_subscriptions = max_subscriptions
+        self.subscribe_burst = subscribe_burst
+        self.subscribe_rate = float(subscribe_rate)
         self._clients: dict[str, _Client] = {}
         self._clients_lock = threading.Lock()
         self._still_busy: set[str] = set()
-        for event, handler in (
+        self._pending_joins: set[tuple[str, str]] = set()
+        #: Identifies this server's event stream; a client that resumes with another
+        #: stream's ``since`` (the server restarted) is told to resync.
+        self.stream_id = uuid.uuid4().hex[:16]
+        self._handlers = (
             ("connect", self._on_connect),
             ("disconnect", self._on_disconnect),
             ("subscribe_task", self._on_subscribe),
             ("unsubscribe_task", self._on_unsubscribe),
             ("get_all_tasks", self._on_get_all),
             ("*", self._on_unknown),
-        ):
+        )
+        for event, handler in self._handlers:
             sio.on(event, handler, namespace=namespace)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop serving: the handlers leave the server, queued updates are flushed."""
+        handlers = self.sio.handlers.get(self.namespace, {})
+        for event, handler in self._handlers:
+            if handlers.get(event) == handler:
+                del handlers[event]
+        super().close(timeout)
+        self._still_busy.clear()
 
     def connect(self, emitter: object | None = None) -> SocketIOAdapter:
         """Start serving the events of ``emitter`` (by default the one given at
@@ -272,14 +340,14 @@ class SocketIOAdapter(BackgroundAdapter):
 
     def deliver(self, event: TaskEvent) -> None:
         still_busy = event.id in self._still_busy
-        if still_busy:
-            self._still_busy.discard(event.id)
         self.sio.emit(
             "task_status_update",
             update_payload(event, still_busy=still_busy),
             room=room_for(event.subject),
             namespace=self.namespace,
         )
+        if still_busy:
+            self._still_busy.discard(event.id)
 
     def _send(self, sid: str, name: str, payload: Mapping[str, Any]) -> None:
         self.sio.emit(name, payload, to=sid, namespace=self.namespace)
@@ -326,7 +394,12 @@ class SocketIOAdapter(BackgroundAdapter):
                 self._send(
                     sid,
                     "connection_status",
-                    {"status": "connected", "client_id": sid, "protocol": PROTOCOL_VERSION},
+                    {
+                        "status": "connected",
+                        "client_id": sid,
+                        "protocol": PROTOCOL_VERSION,
+                        "stream": self.stream_id,
+                    },
                 )
             return client
 
@@ -390,10 +463,7 @@ class SocketIOAdapter(BackgroundAdapter):
         return payload
 
     def _subject(self, event: str, value: Any) -> str:
-        expected = (
-            f"a string of 1 to {MAX_SUBJECT_LENGTH} letters, digits or _.:@- "
-            "starting with a letter or digit"
-        )
+        expected = f"a string of 1 to {MAX_SUBJECT_LENGTH} characters, no control characters"
         if not isinstance(value, str):
             raise _BadRequest(
                 event,
@@ -401,7 +471,7 @@ class SocketIOAdapter(BackgroundAdapter):
                 field="config_name",
                 expected=expected,
             )
-        if not value or len(value) > MAX_SUBJECT_LENGTH or not _SUBJECT_RE.match(value):
+        if not value or len(value) > MAX_SUBJECT_LENGTH or _CONTROL_CHARACTERS.search(value):
             raise _BadRequest(
                 event,
                 f"{event}: config_name must be {expected}",
@@ -414,9 +484,17 @@ class SocketIOAdapter(BackgroundAdapter):
         event = "subscribe_task"
         self._greet_once(sid)
         try:
-            fields = self._fields(event, args, ("config_name", "since"), ("config_name",))
+            fields = self._fields(event, args, ("config_name", "since", "stream"), ("config_name",))
             subject = self._subject(event, fields["config_name"])
             since = fields.get("since")
+            stream = fields.get("stream")
+            if stream is not None and not isinstance(stream, str):
+                raise _BadRequest(
+                    event,
+                    f"{event}: stream must be a string, got {_describe(stream)}",
+                    field="stream",
+                    expected="the stream id from connection_status",
+                )
             if since is not None and (
                 not isinstance(since, int) or isinstance(since, bool) or since < 0
             ):
@@ -430,6 +508,13 @@ class SocketIOAdapter(BackgroundAdapter):
                 client = self._clients.get(sid)
             if client is None:
                 return
+            if not client.take_token(self.subscribe_burst, self.subscribe_rate):
+                raise _BadRequest(
+                    event,
+                    f"{event}: too many requests; at most {self.subscribe_burst} at once, "
+                    f"then {self.subscribe_rate:g} per second",
+                    config_name=subject,
+                )
             state = self.emitter.state
             if not self._allowed(client.identity, subject):
                 raise _BadRequest(
@@ -459,14 +544,19 @@ class SocketIOAdapter(BackgroundAdapter):
                             config_name=subject,
                         )
                     client.subjects.add(subject)
+                if (sid, subject) in self._pending_joins:
+                    return  # the join already queued answers this one too
+                self._pending_joins.add((sid, subject))
         except _BadRequest as problem:
             self._error(sid, problem)
             return
+        if stream is not None and stream != self.stream_id:
+            since = -1  # a seq from another stream (a restart) means nothing here
         with lock:
             # Nothing happens to the subject until the worker has the join in its queue,
             # so the client gets exactly the events after the snapshot (or the replay).
             snapshot = state.snapshot(subject)
-            replay = state.history(subject, since) if since is not None else None
+            replay = state.history(subject, since) if since is not None and since >= 0 else None
             assert snapshot is not None
             self.call_soon(subject, functools.partial(self._join, sid, snapshot, since, replay))
 
@@ -475,18 +565,20 @@ class SocketIOAdapter(BackgroundAdapter):
     ) -> None:
         subject = snapshot.subject
         with self._clients_lock:
+            self._pending_joins.discard((sid, subject))
             client = self._clients.get(sid)
             if client is None or subject not in client.subjects:
                 return  # gone, or unsubscribed meanwhile
             self.sio.enter_room(sid, room_for(subject), namespace=self.namespace)
+        stream = self.stream_id
         if since is None:
-            self._send(sid, "task_status", snapshot_payload(snapshot))
+            self._send(sid, "task_status", snapshot_payload(snapshot, stream=stream))
         elif replay is None:
-            self._send(sid, "task_status", snapshot_payload(snapshot, resync=True))
+            self._send(sid, "task_status", snapshot_payload(snapshot, stream=stream, resync=True))
         else:
             for event in merge_progress(replay):
                 self._send(sid, "task_status_update", {**update_payload(event), "replayed": True})
-            self._send(sid, "task_status", snapshot_payload(snapshot, resumed=True))
+            self._send(sid, "task_status", snapshot_payload(snapshot, stream=stream, resumed=True))
 
     def _on_unsubscribe(self, sid: str, *args: Any) -> None:
         event = "unsubscribe_task"

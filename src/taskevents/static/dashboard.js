@@ -419,7 +419,12 @@
     subject.replayed = 0;
     if (!socket.connected) return; // done on connect; emits are never buffered
     const payload = { config_name: subject.name };
-    if (resume && subject.seq > 0) payload.since = subject.seq;
+    if (resume && subject.seq > 0) {
+      payload.since = subject.seq;
+      // The seq means something only in the stream it came from; a restarted server
+      // has another one and answers with a fresh snapshot (resync).
+      if (subject.stream) payload.stream = subject.stream;
+    }
     subject.subscribedOn = connectionId;
     socket.emit("subscribe_task", payload);
   }
@@ -522,6 +527,7 @@
   socket.on("task_status", (payload) => {
     if (!payload || typeof payload.config_name !== "string") return;
     const subject = subjectFor(payload.config_name);
+    if (typeof payload.stream === "string") subject.stream = payload.stream;
     let note;
     if (payload.resumed) {
       stats.resumed += 1;
