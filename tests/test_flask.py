@@ -173,14 +173,22 @@ def test_adapters_are_enabled_by_name_from_config(
         ({"dashboard_path": "websocket"}, ValidationError, "TASKEVENTS_DASHBOARD_PATH"),
         ({"api_prefix": "api"}, ValidationError, "TASKEVENTS_API_PREFIX"),
         ({"subjects": {"aws01": "eu-west-1"}}, ValidationError, "TASKEVENTS_SUBJECTS"),
+        (
+            {"subjects": {"aws01": {"region": {1, 2}}}},
+            ValidationError,
+            r"TASKEVENTS_SUBJECTS\['aws01'\]\.region",
+        ),
+        ({"dashboard_path": None}, ValidationError, "TASKEVENTS_DASHBOARD_PATH"),
     ],
 )
 def test_bad_config_names_the_key(
     apps: list[flask.Flask], config: dict[str, Any], error: type[Exception], match: str
 ) -> None:
     app = make_app(apps, **config)
+    emitter = Emitter()
     with pytest.raises(error, match=match):
-        TaskEvents(app, SocketIO(app, async_mode="threading"))
+        TaskEvents(app, SocketIO(app, async_mode="threading"), emitter=emitter)
+    assert emitter.state.subjects() == []  # nothing registered either
 
 
 def test_state_before_init_app_is_a_clear_error() -> None:
@@ -207,3 +215,8 @@ def test_authorize_runs_in_the_app_context_on_socketio_too(apps: list[flask.Flas
     # what the Socket.IO handlers call, outside any request
     assert sorted(adapter.all_tasks()["tasks"]) == ["aws02"]
     assert adapter.error_count == 0
+
+
+def test_hooks_must_be_callable() -> None:
+    with pytest.raises(ValidationError, match="authorize: expected a callable"):
+        TaskEvents(authorize="admin")  # type: ignore[arg-type]

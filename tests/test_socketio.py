@@ -469,7 +469,7 @@ def test_malformed_payloads_get_clear_errors_and_disturb_no_one(
 def test_a_subscribe_flood_is_rate_limited_and_joins_are_not_repeated(
     serve: Callable[..., Served],
 ) -> None:
-    served = serve(subjects={name: {} for name in SUBJECTS})
+    served = serve(subjects={name: {} for name in SUBJECTS}, max_subscriptions=20)
     run_task(served.emitter, steps=30)
     flooder = served.client()
     bystander = served.client()
@@ -481,6 +481,7 @@ def test_a_subscribe_flood_is_rate_limited_and_joins_are_not_repeated(
     statuses = [p for name, p in got if name == "task_status"]
     assert len(errors) >= 60 - 20
     assert all("too many requests" in e["message"] for e in errors)
+    assert all(e["retry_after"] == 0.2 for e in errors)
     assert 1 <= len(statuses) <= 20
     # the bystander's updates are not held up behind the replays
     started = served.emitter.started("aws01", "change_ip")

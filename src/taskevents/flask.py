@@ -56,6 +56,7 @@ from taskevents.adapters.socketio import (
     snapshot_payload,
 )
 from taskevents.emitter import Emitter
+from taskevents.events import json_copy
 from taskevents.exceptions import ValidationError
 
 __all__ = ["TaskEvents", "TaskEventsState"]
@@ -157,6 +158,9 @@ class TaskEvents:
         if emitter is None and app is not None:
             # One app: one emitter, reachable as ``extension.emitter`` anywhere.
             emitter = Emitter(source=app.config.get("TASKEVENTS_SOURCE") or app.import_name)
+        for name, hook in (("authenticate", authenticate), ("authorize", authorize)):
+            if hook is not None and not callable(hook):
+                raise ValidationError(name, "a callable or None", hook)
         self._emitter = emitter
         self.authenticate = authenticate
         self.authorize = authorize
@@ -175,15 +179,18 @@ class TaskEvents:
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         config = app.config
-        for key in ("TASKEVENTS_DASHBOARD_PATH", "TASKEVENTS_API_PREFIX"):
+        for key, needed in (
+            ("TASKEVENTS_DASHBOARD_PATH", bool(config["TASKEVENTS_DASHBOARD"])),
+            ("TASKEVENTS_API_PREFIX", False),
+        ):
             path = config[key]
-            if path is not None and (not isinstance(path, str) or not path.startswith("/")):
+            if (path is not None or needed) and (
+                not isinstance(path, str) or not path.startswith("/")
+            ):
                 raise _config_error(key, "a URL path starting with '/'", path)
         specs = _adapter_specs(config["TASKEVENTS_ADAPTERS"])
         subjects = _subjects(config["TASKEVENTS_SUBJECTS"])
         emitter = self._emitter or Emitter(source=config["TASKEVENTS_SOURCE"] or app.import_name)
-        for subject, metadata in subjects.items():
-            emitter.register(subject, **metadata)
         if socketio is None:
             from flask_socketio import SocketIO
 
@@ -220,6 +227,12 @@ class TaskEvents:
                 blueprints.append((self._dashboard_blueprint(app), None))
             for blueprint, prefix in blueprints:
                 app.register_blueprint(blueprint, url_prefix=prefix)
+            for subject, metadata in subjects.items():
+                try:
+                    emitter.register(subject, **json_copy(metadata, "metadata"))
+                except ValidationError as exc:
+                    key = f"TASKEVENTS_SUBJECTS[{subject!r}]{exc.field[len('metadata') :]}"
+                    raise _config_error(key, exc.expected, metadata) from exc
         except BaseException:
             state.close()  # leave nothing half set up behind
             raise

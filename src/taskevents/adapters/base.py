@@ -204,10 +204,10 @@ class BackgroundAdapter(Adapter):
 
     - Lifecycle events (started, completed, failed, cancelled) are never dropped while
       the adapter is open, and keep their order.
-    - Progress is coalesced per subject: while one waits in the queue, a newer one
-      replaces it (latest wins), and at most one per subject is delivered every
-      ``progress_interval`` seconds. The latest progress is always delivered before the
-      lifecycle event that follows it.
+    - Progress is coalesced per subject and task: while one waits in the queue, a
+      newer one of the same task replaces it (latest wins), and at most one per
+      subject is delivered every ``progress_interval`` seconds. The latest progress is
+      always delivered before the lifecycle event that follows it.
     - :meth:`close` (or leaving a ``with`` block) flushes, waiting up to ``timeout``.
 
     :param max_queue: queue length above which a warning is logged. Progress is bounded

@@ -212,16 +212,19 @@ class SocketIOAdapter(BackgroundAdapter):
         answers unknown events with an ``error``); give it a namespace of its own if the
         app has handlers of its own on ``/``.
     :param progress_interval: at most one progress update per subject per this many
-        seconds reaches clients (the latest wins); lifecycle events are never delayed
+        seconds reaches clients (the latest wins; with ``exclusive=False``, each task's
+        latest is kept when two report in turn); lifecycle events are never delayed
         by it.
     :param authenticate: called on connect; see :data:`Authenticate`. Default: everyone
         may connect.
     :param authorize: called on subscribe, and to filter ``all_tasks``; see
         :data:`Authorize`. Default: every client may watch every subject.
     :param max_subscriptions: how many subjects one client may watch at once.
-    :param subscribe_burst: how many ``subscribe_task`` one client may send at once...
-    :param subscribe_rate: ...and then per second; more get an ``error`` (each can
-        replay up to the history kept, so they are not free).
+    :param subscribe_burst: how many ``subscribe_task`` one client may send at once
+        (default: ``max_subscriptions`` or 20, whichever is more, so a reconnecting
+        client can re-subscribe to everything at once)...
+    :param subscribe_rate: ...and then per second; more get an ``error`` with
+        ``retry_after`` (seconds), since each can replay up to the history kept.
     :param subjects: serve only these subjects (default: all the emitter's).
     """
 
@@ -235,8 +238,8 @@ class SocketIOAdapter(BackgroundAdapter):
         authenticate: Authenticate | None = None,
         authorize: Authorize | None = None,
         max_subscriptions: int = 100,
-        subscribe_burst: int = 20,
-        subscribe_rate: float = 2.0,
+        subscribe_burst: int | None = None,
+        subscribe_rate: float = 5.0,
         subjects: Iterable[str] | None = None,
     ) -> None:
         socketio = require("socketio", extra="socketio", needed_by="SocketIOAdapter")
@@ -261,6 +264,9 @@ class SocketIOAdapter(BackgroundAdapter):
             or max_subscriptions < 1
         ):
             raise ValidationError("max_subscriptions", "a positive integer", max_subscriptions)
+        if subscribe_burst is None:
+            # a reconnecting client re-subscribes to everything at once
+            subscribe_burst = max(20, max_subscriptions)
         if (
             not isinstance(subscribe_burst, int)
             or isinstance(subscribe_burst, bool)
@@ -514,6 +520,7 @@ class SocketIOAdapter(BackgroundAdapter):
                     f"{event}: too many requests; at most {self.subscribe_burst} at once, "
                     f"then {self.subscribe_rate:g} per second",
                     config_name=subject,
+                    retry_after=round(1 / self.subscribe_rate, 3),
                 )
             state = self.emitter.state
             if not self._allowed(client.identity, subject):
@@ -550,7 +557,7 @@ class SocketIOAdapter(BackgroundAdapter):
         except _BadRequest as problem:
             self._error(sid, problem)
             return
-        if stream is not None and stream != self.stream_id:
+        if since is not None and stream is not None and stream != self.stream_id:
             since = -1  # a seq from another stream (a restart) means nothing here
         with lock:
             # Nothing happens to the subject until the worker has the join in its queue,

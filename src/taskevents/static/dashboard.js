@@ -612,6 +612,15 @@
     log("error", typeof problem.config_name === "string" ? problem.config_name : "", message);
     if (problem.event === "subscribe_task" && typeof problem.config_name === "string" && subjects.has(problem.config_name)) {
       const subject = subjects.get(problem.config_name);
+      if (typeof problem.retry_after === "number") {
+        // Rate-limited, not refused: ask again when the server says we may.
+        subject.joined = false;
+        setTimeout(() => {
+          if (subject.wanted && !subject.joined) subscribe(subject, true);
+        }, Math.max(100, problem.retry_after * 1000));
+        renderCard(subject);
+        return;
+      }
       subject.wanted = false;
       subject.joined = false;
       saveWanted();
