@@ -223,9 +223,7 @@ class Case:
 
 def make_cases() -> list[Case]:
     """Every configuration, in table order."""
-    cases = [
-        Case(TASKEVENTS, n, functools.partial(taskevents_progress, n), n) for n in (0, 1, 10)
-    ]
+    cases = [Case(TASKEVENTS, n, functools.partial(taskevents_progress, n), n) for n in (0, 1, 10)]
     cases += [Case(BLINKER, n, functools.partial(blinker_send, n), n) for n in (0, 1, 10)]
     cases += [
         Case(PYEE, 1, pyee_emit, 1),
@@ -347,9 +345,13 @@ def format_table(results: Sequence[Result]) -> str:
         )
         return "| " + " | ".join(padded) + " |"
 
-    rule = "|" + "|".join(
-        "-" * (w + 1) + ":" if r else "-" * (w + 2) for w, r in zip(widths, right, strict=True)
-    ) + "|"
+    rule = (
+        "|"
+        + "|".join(
+            "-" * (w + 1) + ":" if r else "-" * (w + 2) for w, r in zip(widths, right, strict=True)
+        )
+        + "|"
+    )
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
@@ -376,8 +378,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "versions": {
-            name: _version(name)
-            for name in ("taskevents", "blinker", "pyee", "pypubsub", "django")
+            name: _version(name) for name in ("taskevents", "blinker", "pyee", "pypubsub", "django")
         },
     }
 
@@ -388,15 +389,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "django.dispatch (median µs per call)."
     )
     parser.add_argument(
-        "--repeat", type=int, default=None,
+        "--repeat",
+        type=int,
+        default=None,
         help=f"rounds; each configuration is timed once per round (default {DEFAULT_REPEAT})",
     )
     parser.add_argument(
-        "--number", type=int, default=None,
+        "--number",
+        type=int,
+        default=None,
         help=f"timed calls per configuration per round (default {DEFAULT_NUMBER:,})",
     )
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help=f"tiny sizes for a smoke test (repeat {QUICK_REPEAT}, number {QUICK_NUMBER}); "
         "--repeat/--number still win",
     )
@@ -432,8 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  ... {message}", file=sys.stderr, flush=True)
 
     started = time.perf_counter()
-    results, harness_us = run(make_cases(), repeat=args.repeat, number=args.number,
-                              progress=show)
+    results, harness_us = run(make_cases(), repeat=args.repeat, number=args.number, progress=show)
     wall = time.perf_counter() - started
     ratio, passed = target_check(results)
 
