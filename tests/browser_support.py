@@ -52,8 +52,11 @@ class DemoServer:
     :param log_path: where the server's output goes (shown when it fails to start).
     """
 
-    def __init__(self, log_path: Path, *, task_seconds: float = 1.5) -> None:
+    def __init__(
+        self, log_path: Path, *, task_seconds: float = 1.5, async_mode: str = "threading"
+    ) -> None:
         self.port = free_port()
+        self.async_mode = async_mode
         self.log_path = log_path
         self.task_seconds = task_seconds
         self.process: subprocess.Popen[bytes] | None = None
@@ -81,6 +84,8 @@ class DemoServer:
                 str(self.port),
                 "--task-seconds",
                 str(self.task_seconds),
+                "--async-mode",
+                self.async_mode,
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,

@@ -6,11 +6,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import flask
 import pytest
 
+from browser_support import DemoServer
+from socketio_support import Client
 from taskevents.demo import create_app
 from taskevents.flask import TaskEvents
 from taskevents.testing import capture_events
@@ -134,3 +137,30 @@ def test_cli_rejects_bad_arguments() -> None:
     )
     assert result.returncode == 2
     assert "invalid choice: 'launch'" in result.stderr
+
+
+@pytest.mark.parametrize("async_mode", ["threading", "gevent"])
+def test_demo_server_serves_live_updates_in_each_async_mode(
+    tmp_path: Path, async_mode: str
+) -> None:
+    server = DemoServer(tmp_path / "demo.log", task_seconds=0.5, async_mode=async_mode)
+    server.start()
+    client = Client()
+    try:
+        client.connect(server.url)
+        assert client.next()[0] == "connection_status"
+        client.emit("subscribe_task", {"config_name": "aws01"})
+        assert client.wait_for("task_status")["config_name"] == "aws01"
+        started = server.run_task("aws01")
+        done = client.wait_for(
+            "task_status_update",
+            lambda p: p["update"]["event"] == "task_completed",
+            timeout=15,
+        )
+        assert done["update"]["task_id"] == started["task_id"]
+        events = [u["update"]["event"] for u in client.updates()]
+        assert events[0] == "task_started"
+        assert "task_progress" in events
+    finally:
+        client.close()
+        server.stop()
