@@ -189,6 +189,9 @@ class _Action:
         self.func = func
 
 
+#: How many queued items the worker takes per turn of its lock.
+_BATCH = 256
+
 _live_background: weakref.WeakSet[BackgroundAdapter] = weakref.WeakSet()
 
 
@@ -251,7 +254,9 @@ class BackgroundAdapter(Adapter):
         self.retry_max = float(retry_max)
         self.max_attempts = max_attempts
 
-        self._cond = threading.Condition()
+        # A plain lock, never taken twice by one thread: cheaper than the default RLock,
+        # most of all under gevent, where RLock is pure Python.
+        self._cond = threading.Condition(threading.Lock())
         self._queue: deque[TaskEvent | _ProgressSlot | _Action] = deque()
         # The slot of each subject whose progress can still be replaced; a lifecycle event
         # closes it, so progress never jumps ahead of the lifecycle event that followed.
@@ -259,6 +264,8 @@ class BackgroundAdapter(Adapter):
         self._deferred: dict[str, float] = {}  # subject -> when its open slot is due
         self._progress_due: dict[str, float] = {}
         self._busy = False
+        self._waiting = False  # the worker waits for work
+        self._batch: deque[TaskEvent | _Action] = deque()  # taken by the worker, not done
         self._flushing = 0
         self._closing = False
         self._abort = threading.Event()
@@ -282,7 +289,7 @@ class BackgroundAdapter(Adapter):
         errors."""
         with self._cond:
             counts = dict(self._counts)
-            counts["queued"] = len(self._queue) + len(self._deferred) + int(self._busy)
+            counts["queued"] = len(self._queue) + len(self._deferred) + len(self._batch)
         counts["errors"] = self.errors.count
         return counts
 
@@ -326,7 +333,8 @@ class BackgroundAdapter(Adapter):
                             len(self._queue),
                             self.max_queue,
                         )
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify()
 
     def call_soon(self, subject: str, func: Callable[[], object]) -> None:
         """Run ``func()`` in the worker after every event of ``subject`` queued so far
@@ -338,7 +346,8 @@ class BackgroundAdapter(Adapter):
                 return
             self._close_slot(subject)
             self._queue.append(_Action(subject, func))
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify()
 
     def _close_slot(self, subject: str) -> None:
         # Called with the lock held: what comes next for ``subject`` goes behind the
@@ -355,7 +364,7 @@ class BackgroundAdapter(Adapter):
             self._flushing += 1
             self._cond.notify_all()
             try:
-                while self._queue or self._deferred or self._busy:
+                while self._queue or self._deferred or self._batch or self._busy:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
@@ -379,9 +388,10 @@ class BackgroundAdapter(Adapter):
                 self._cond.notify_all()
             self._thread.join(0.5)  # a sink hung in deliver() may never return
         with self._cond:
-            left = len(self._queue) + len(self._deferred)
+            left = len(self._queue) + len(self._deferred) + len(self._batch)
             if left:
                 self._counts["dropped"] += left
+                self._batch.clear()
                 self._queue.clear()
                 self._deferred.clear()
                 self._open.clear()
@@ -396,14 +406,18 @@ class BackgroundAdapter(Adapter):
 
     # -- worker ---------------------------------------------------------------------
 
-    def _next(self) -> TaskEvent | _Action | None:
-        """The next event to deliver, or None when closing with nothing left."""
+    def _next(self, delivered: int) -> bool:
+        """Move the next items into ``self._batch``; False when closing with nothing
+        left. Taking many at once keeps the worker's lock and wake-ups off the per-event
+        cost."""
         with self._cond:
+            self._counts["delivered"] += delivered
             self._busy = False
-            self._cond.notify_all()
+            if self._flushing or self._closing:
+                self._cond.notify_all()
             while True:
                 if self._abort.is_set():
-                    return None
+                    return False
                 now = time.monotonic()
                 if self._deferred:
                     hurry = self._closing or self._flushing
@@ -412,38 +426,54 @@ class BackgroundAdapter(Adapter):
                             del self._deferred[subject]
                             self._queue.append(self._open[subject])
                 if self._queue:
-                    item = self._queue.popleft()
+                    queue, batch = self._queue, self._batch
+                    for _ in range(min(len(queue), _BATCH)):
+                        item = queue.popleft()
+                        if isinstance(item, _ProgressSlot):
+                            event = item.event
+                            if self._open.get(event.subject) is item:
+                                del self._open[event.subject]
+                            if self.progress_interval:
+                                self._progress_due[event.subject] = now + self.progress_interval
+                            batch.append(event)
+                        else:
+                            batch.append(item)
                     self._busy = True
-                    if isinstance(item, _ProgressSlot):
-                        event = item.event
-                        if self._open.get(event.subject) is item:
-                            del self._open[event.subject]
-                        if self.progress_interval:
-                            self._progress_due[event.subject] = now + self.progress_interval
-                        return event
-                    return item
+                    return True
                 if self._closing:
-                    return None
+                    return False
                 wait = min(self._deferred.values()) - now if self._deferred else None
+                self._waiting = True
                 self._cond.wait(wait)
+                self._waiting = False
 
     def _run(self) -> None:
-        while True:
-            item = self._next()
-            if item is None:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-                return
-            if isinstance(item, _Action):
+        batch = self._batch
+        delivered = 0
+        while self._next(delivered):
+            delivered = 0
+            while batch:
                 try:
-                    item.func()
-                except Exception as exc:
-                    self.errors.report(exc, f"in work queued for {item.subject!r}")
-            else:
-                self._deliver_with_retry(item)
+                    item = batch.popleft()
+                except IndexError:  # close() took what was left
+                    break
+                if self._abort.is_set():
+                    with self._cond:
+                        self._counts["dropped"] += 1
+                elif isinstance(item, _Action):
+                    try:
+                        item.func()
+                    except Exception as exc:
+                        self.errors.report(exc, f"in work queued for {item.subject!r}")
+                elif self._deliver_with_retry(item):
+                    delivered += 1
+        with self._cond:
+            self._counts["delivered"] += delivered
+            self._busy = False
+            self._cond.notify_all()
 
-    def _deliver_with_retry(self, event: TaskEvent) -> None:
+    def _deliver_with_retry(self, event: TaskEvent) -> bool:
+        """Deliver ``event``, retrying; True once delivered."""
         delay = self.retry_initial
         attempt = 0
         while True:
@@ -455,9 +485,7 @@ class BackgroundAdapter(Adapter):
                     exc, f"to deliver {event.type} for {event.subject!r} (attempt {attempt})"
                 )
             else:
-                with self._cond:
-                    self._counts["delivered"] += 1
-                return
+                return True
             with self._cond:
                 newer = self._open.get(event.subject)
                 superseded = (
@@ -468,7 +496,7 @@ class BackgroundAdapter(Adapter):
                 gave_up = self.max_attempts is not None and attempt >= self.max_attempts
                 if superseded:
                     self._counts["coalesced"] += 1
-                    return
+                    return False
                 if gave_up:
                     self._counts["dropped"] += 1
                     logger.error(
@@ -477,10 +505,10 @@ class BackgroundAdapter(Adapter):
                         event.id,
                         attempt,
                     )
-                    return
+                    return False
                 self._counts["retries"] += 1
             if self._abort.wait(delay):
                 with self._cond:
                     self._counts["dropped"] += 1
-                return
+                return False
             delay = min(delay * 2, self.retry_max)
