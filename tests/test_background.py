@@ -112,6 +112,7 @@ def test_close_delivers_what_is_queued(emitter: Emitter) -> None:
     adapter.close(timeout=10)  # ...and delivered by close all the same
     assert [e.type for e in adapter.delivered][-1] == "task_progress"
     assert adapter.delivered[-1].data == {"percent": 20}
+    assert adapter.stats["delivered"] == len(adapter.delivered)
 
 
 def test_close_gives_up_on_a_hung_sink_and_counts_what_was_lost(emitter: Emitter) -> None:
@@ -153,3 +154,16 @@ def test_progress_of_two_tasks_on_one_subject_keeps_each_tasks_latest() -> None:
     last_of_a = next(d for d in delivered if d[1] == a.task_id and d[0] == "task_progress")
     assert last_of_a == ("task_progress", a.task_id, 99)
     assert delivered.index(last_of_a) < delivered.index(("task_completed", a.task_id, None))
+
+
+def test_progress_waiting_behind_a_slow_delivery_is_still_coalesced(emitter: Emitter) -> None:
+    with Gated().connect() as adapter:
+        emitter.started("aws01", "change_ip")  # the worker blocks delivering this one
+        for percent in range(1, 101):
+            emitter.progress("aws01", percent)
+        emitter.completed("aws01")
+        adapter.gate.set()
+        assert adapter.flush(timeout=10)
+    progress = [e.data["percent"] for e in adapter.delivered if e.type == "task_progress"]
+    assert progress[-1] == 100
+    assert len(progress) <= 2  # at most one taken with the first batch, then the latest

@@ -265,7 +265,9 @@ class BackgroundAdapter(Adapter):
         self._progress_due: dict[str, float] = {}
         self._busy = False
         self._waiting = False  # the worker waits for work
-        self._batch: deque[TaskEvent | _Action] = deque()  # taken by the worker, not done
+        self._batch: deque[TaskEvent | _Action | _ProgressSlot] = (
+            deque()
+        )  # taken by the worker, not done
         self._flushing = 0
         self._closing = False
         self._abort = threading.Event()
@@ -427,17 +429,8 @@ class BackgroundAdapter(Adapter):
                             self._queue.append(self._open[subject])
                 if self._queue:
                     queue, batch = self._queue, self._batch
-                    for _ in range(min(len(queue), _BATCH)):
-                        item = queue.popleft()
-                        if isinstance(item, _ProgressSlot):
-                            event = item.event
-                            if self._open.get(event.subject) is item:
-                                del self._open[event.subject]
-                            if self.progress_interval:
-                                self._progress_due[event.subject] = now + self.progress_interval
-                            batch.append(event)
-                        else:
-                            batch.append(item)
+                    # A progress slot stays open (replaceable) until its turn comes.
+                    batch.extend(queue.popleft() for _ in range(min(len(queue), _BATCH)))
                     self._busy = True
                     return True
                 if self._closing:
@@ -460,6 +453,9 @@ class BackgroundAdapter(Adapter):
                 if self._abort.is_set():
                     with self._cond:
                         self._counts["dropped"] += 1
+                elif isinstance(item, _ProgressSlot):
+                    if self._deliver_with_retry(self._take(item)):
+                        delivered += 1
                 elif isinstance(item, _Action):
                     try:
                         item.func()
@@ -467,10 +463,19 @@ class BackgroundAdapter(Adapter):
                         self.errors.report(exc, f"in work queued for {item.subject!r}")
                 elif self._deliver_with_retry(item):
                     delivered += 1
-        with self._cond:
-            self._counts["delivered"] += delivered
+        with self._cond:  # _next() has counted the last deliveries
             self._busy = False
             self._cond.notify_all()
+
+    def _take(self, slot: _ProgressSlot) -> TaskEvent:
+        """The progress a slot holds now; from here on, newer progress takes a new slot."""
+        with self._cond:
+            event = slot.event
+            if self._open.get(event.subject) is slot:
+                del self._open[event.subject]
+            if self.progress_interval:
+                self._progress_due[event.subject] = time.monotonic() + self.progress_interval
+            return event
 
     def _deliver_with_retry(self, event: TaskEvent) -> bool:
         """Deliver ``event``, retrying; True once delivered."""
