@@ -18,7 +18,7 @@ import flask
 from taskevents.emitter import Emitter
 from taskevents.events import TaskEvent
 from taskevents.exceptions import SubjectBusy
-from taskevents.flask import TaskEvents
+from taskevents.flask import TaskEvents, json_error
 
 __all__ = ["DEMO_CONFIGS", "SimulatedTaskManager", "create_app"]
 
@@ -76,12 +76,6 @@ class SimulatedTaskManager:
         )
 
 
-def _problem(status: int, message: str, **details: Any) -> flask.Response:
-    response = flask.jsonify({"error": {"message": message, **details}})
-    response.status_code = status
-    return response
-
-
 def create_app(
     *, task_seconds: float = 5.0, async_mode: str | None = "threading", log: bool = True
 ) -> tuple[flask.Flask, Any]:
@@ -106,22 +100,22 @@ def create_app(
     @app.post("/api/tasks/<config_name>")
     def start_task(config_name: str) -> tuple[flask.Response, int] | flask.Response:
         if config_name not in DEMO_CONFIGS:
-            return _problem(404, f"unknown config_name {config_name!r}", config_name=config_name)
+            return json_error(404, f"unknown config_name {config_name!r}", config_name=config_name)
         body = flask.request.get_json(silent=True)
         if not isinstance(body, dict):
-            return _problem(
+            return json_error(
                 400, 'the body must be a JSON object such as {"task_type": "change_ip"}'
             )
         unknown = sorted(set(body) - {"task_type", "fail"})
         if unknown:
-            return _problem(
+            return json_error(
                 400,
                 f"unknown field {unknown[0]!r}; expected task_type and optionally fail",
                 field=unknown[0],
             )
         task_type = body.get("task_type")
         if not isinstance(task_type, str) or not _TASK_TYPE.match(task_type):
-            return _problem(
+            return json_error(
                 400,
                 "task_type must be a string of lowercase letters, digits and _ "
                 '(at most 64), e.g. "change_ip"',
@@ -129,11 +123,11 @@ def create_app(
             )
         fail = body.get("fail", False)
         if not isinstance(fail, bool):
-            return _problem(400, "fail must be true or false", field="fail")
+            return json_error(400, "fail must be true or false", field="fail")
         try:
             started = manager.start(config_name, task_type, fail=fail)
         except SubjectBusy as busy:
-            return _problem(
+            return json_error(
                 409,
                 f"{config_name} is busy with a {busy.running_task_type} task; "
                 "try again when it has finished",

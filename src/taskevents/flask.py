@@ -59,7 +59,7 @@ from taskevents.emitter import Emitter
 from taskevents.events import json_copy
 from taskevents.exceptions import ValidationError
 
-__all__ = ["TaskEvents", "TaskEventsState"]
+__all__ = ["TaskEvents", "TaskEventsState", "json_error"]
 
 DEFAULTS: Mapping[str, Any] = {
     "TASKEVENTS_SUBJECTS": (),
@@ -126,6 +126,13 @@ def _subjects(value: object) -> dict[str, Mapping[str, Any]]:
     raise _config_error(
         "TASKEVENTS_SUBJECTS", "a list of subject names or a mapping name -> metadata", value
     )
+
+
+def json_error(status: int, message: str, **details: Any) -> flask.Response:
+    """A JSON error response: ``{"error": {"message": ..., **details}}``."""
+    response = flask.jsonify({"error": {"message": message, **details}})
+    response.status_code = status
+    return response
 
 
 class TaskEvents:
@@ -303,16 +310,11 @@ class TaskEvents:
     def _api_blueprint(self) -> flask.Blueprint:
         api = flask.Blueprint("taskevents_api", __name__)
 
-        def error(status: int, message: str, **details: Any) -> flask.Response:
-            response = flask.jsonify({"error": {"message": message, **details}})
-            response.status_code = status
-            return response
-
         @api.get("")
         def all_tasks() -> flask.Response:
             ok, identity = self._identity()
             if not ok:
-                return error(401, "authentication required")
+                return json_error(401, "authentication required")
             state = self.state()
             return flask.jsonify(state.socketio_adapter.all_tasks(identity))
 
@@ -320,11 +322,11 @@ class TaskEvents:
         def one_task(subject: str) -> flask.Response:
             ok, identity = self._identity()
             if not ok:
-                return error(401, "authentication required")
+                return json_error(401, "authentication required")
             state = self.state()
             snapshot = state.emitter.state.snapshot(subject)
             if snapshot is None or not state.socketio_adapter._allowed(identity, subject):
-                return error(404, f"unknown config_name {subject!r}", config_name=subject)
+                return json_error(404, f"unknown config_name {subject!r}", config_name=subject)
             return flask.jsonify(snapshot_payload(snapshot))
 
         return api
