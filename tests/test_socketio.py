@@ -457,9 +457,16 @@ def test_malformed_payloads_get_clear_errors_and_disturb_no_one(
             assert error["field"] == field, (event, args, error)
         served.emitter.progress("aws01", index)
     served.emitter.completed("aws01")
-    # the bystander saw every update, in order
+    # the bystander saw the task's updates in order: its start, its progress (a progress
+    # may be merged into the next while the adapter's worker is busy), the latest
+    # progress, and its completion
     bystander.wait_for("task_status_update", lambda p: p["update"]["event"] == "task_completed")
-    assert [u["seq"] for u in bystander.updates()] == list(range(1, len(MALFORMED) + 3))
+    seqs = [u["seq"] for u in bystander.updates()]
+    last = len(MALFORMED) + 2
+    assert seqs == sorted(set(seqs))
+    assert seqs[0] == 1
+    assert seqs[-2:] == [last - 1, last]
+    assert len(seqs) > len(MALFORMED) // 2
     # and the sender's connection still works
     assert subscribe(sender)["seq"] == len(MALFORMED) + 2
     # nothing was created by subscribing to unknown subjects

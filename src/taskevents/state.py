@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from ._checks import positive_int
 from .events import TASK_PROGRESS, TASK_STARTED, TaskEvent
 from .exceptions import ValidationError
 
@@ -168,9 +169,7 @@ class MemoryStateStore:
     """
 
     def __init__(self, *, history_size: int = 1000) -> None:
-        if not isinstance(history_size, int) or isinstance(history_size, bool) or history_size < 1:
-            raise ValidationError("history_size", "a positive integer", history_size)
-        self.history_size = history_size
+        self.history_size = positive_int(history_size, "history_size")
         self._subjects: dict[str, _Subject] = {}
         self._create_lock = threading.Lock()
 

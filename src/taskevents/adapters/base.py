@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import blinker
 
+from taskevents._checks import number, positive_int
 from taskevents._reporting import ErrorReporter
 from taskevents.events import EVENT_TYPES, TASK_PROGRESS, EventType, TaskEvent
 from taskevents.exceptions import ValidationError
@@ -235,23 +236,12 @@ class BackgroundAdapter(Adapter):
         max_attempts: int | None = None,
     ) -> None:
         super().__init__(types=types, subjects=subjects)
-        for name, value in (
-            ("progress_interval", progress_interval),
-            ("retry_initial", retry_initial),
-            ("retry_max", retry_max),
-        ):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValidationError(name, "a number of seconds >= 0", value)
-        if not isinstance(max_queue, int) or isinstance(max_queue, bool) or max_queue < 1:
-            raise ValidationError("max_queue", "a positive integer", max_queue)
-        if max_attempts is not None and (
-            not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1
-        ):
-            raise ValidationError("max_attempts", "a positive integer or None", max_attempts)
-        self.max_queue = max_queue
-        self.progress_interval = float(progress_interval)
-        self.retry_initial = float(retry_initial)
-        self.retry_max = float(retry_max)
+        self.max_queue = positive_int(max_queue, "max_queue")
+        self.progress_interval = number(progress_interval, "progress_interval")
+        self.retry_initial = number(retry_initial, "retry_initial")
+        self.retry_max = number(retry_max, "retry_max")
+        if max_attempts is not None:
+            positive_int(max_attempts, "max_attempts")
         self.max_attempts = max_attempts
 
         # A plain lock, never taken twice by one thread: cheaper than the default RLock,

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from taskevents._checks import number, positive_int
 from taskevents._optional import require
 from taskevents.emitter import Emitter
 from taskevents.events import (
@@ -258,27 +259,12 @@ class SocketIOAdapter(BackgroundAdapter):
             raise ValidationError("emitter", "a taskevents.Emitter", emitter)
         if not isinstance(namespace, str) or not namespace.startswith("/"):
             raise ValidationError("namespace", "a string starting with '/'", namespace)
-        if (
-            not isinstance(max_subscriptions, int)
-            or isinstance(max_subscriptions, bool)
-            or max_subscriptions < 1
-        ):
-            raise ValidationError("max_subscriptions", "a positive integer", max_subscriptions)
+        positive_int(max_subscriptions, "max_subscriptions")
         if subscribe_burst is None:
             # a reconnecting client re-subscribes to everything at once
             subscribe_burst = max(20, max_subscriptions)
-        if (
-            not isinstance(subscribe_burst, int)
-            or isinstance(subscribe_burst, bool)
-            or (subscribe_burst < 1)
-        ):
-            raise ValidationError("subscribe_burst", "a positive integer", subscribe_burst)
-        if (
-            not isinstance(subscribe_rate, (int, float))
-            or isinstance(subscribe_rate, bool)
-            or (subscribe_rate <= 0)
-        ):
-            raise ValidationError("subscribe_rate", "a number > 0", subscribe_rate)
+        positive_int(subscribe_burst, "subscribe_burst")
+        subscribe_rate = number(subscribe_rate, "subscribe_rate", above=0)
         for name, hook in (("authenticate", authenticate), ("authorize", authorize)):
             if hook is not None and not callable(hook):
                 raise ValidationError(name, "a callable or None", hook)
@@ -297,7 +283,7 @@ class SocketIOAdapter(BackgroundAdapter):
         self.authorize = authorize
         self.max_subscriptions = max_subscriptions
         self.subscribe_burst = subscribe_burst
-        self.subscribe_rate = float(subscribe_rate)
+        self.subscribe_rate = subscribe_rate
         self._clients: dict[str, _Client] = {}
         self._clients_lock = threading.Lock()
         self._still_busy: set[str] = set()
