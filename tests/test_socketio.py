@@ -486,10 +486,10 @@ def test_a_subscribe_flood_is_rate_limited_and_joins_are_not_repeated(
     got = flooder.drain(0.5)
     errors = [p for name, p in got if name == "error"]
     statuses = [p for name, p in got if name == "task_status"]
-    assert len(errors) >= 60 - 20
+    assert len(errors) >= 60 - 20 - 5  # 20 at once, then 5 a second refill
     assert all("too many requests" in e["message"] for e in errors)
     assert all(e["retry_after"] == 0.2 for e in errors)
-    assert 1 <= len(statuses) <= 20
+    assert 1 <= len(statuses) <= 25
     # the bystander's updates are not held up behind the replays
     started = served.emitter.started("aws01", "change_ip")
     assert bystander.wait_for("task_status_update", timeout=2)["seq"] == started.seq
