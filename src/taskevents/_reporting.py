@@ -12,6 +12,18 @@ logger = logging.getLogger("taskevents")
 ERROR_LOG_INTERVAL = 10.0
 
 
+def safe_message(exc: BaseException, limit: int = 500) -> str:
+    """``str(exc)`` on one line, at most ``limit`` characters; never raises."""
+    try:
+        text = str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: its message cannot be shown>"
+    if not isinstance(text, str):
+        return f"<{type(exc).__name__}>"
+    text = " ".join(text[: limit + 1].split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class ErrorReporter:
     """Counts errors from one place (a receiver, an adapter) and logs at most one record
     per ``interval`` seconds, saying how many were not logged in between."""
@@ -24,8 +36,9 @@ class ErrorReporter:
         self._last = -float("inf")
         self._lock = threading.Lock()
 
-    def report(self, exc: BaseException, doing: str) -> None:
-        """Count ``exc`` and log it unless one was logged less than ``interval`` ago."""
+    def report(self, exc: BaseException, doing: str, *, traceback: bool = True) -> None:
+        """Count ``exc`` and log it unless one was logged less than ``interval`` ago
+        (with its traceback unless ``traceback`` is false)."""
         now = time.monotonic()
         with self._lock:
             self.count += 1
@@ -40,8 +53,8 @@ class ErrorReporter:
             self.where,
             doing,
             type(exc).__name__,
-            exc,
+            safe_message(exc),
             self.count,
             more,
-            exc_info=exc,
+            exc_info=exc if traceback else None,
         )

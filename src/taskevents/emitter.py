@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
+from . import _checks
 from .events import (
     TASK_CANCELLED,
     TASK_COMPLETED,
@@ -19,11 +21,14 @@ from .events import (
     TASK_STARTED,
     EventType,
     TaskEvent,
+    _check_text_encodable,
+    _envelope_size,
     check_json,
     json_copy,
+    json_copy_sized,
 )
-from .exceptions import NoRunningTask, SubjectBusy, TaskEventsError, ValidationError
-from .signals import SIGNALS
+from .exceptions import NoRunningTask, SubjectBusy, ValidationError
+from .signals import SIGNALS, subject_forgotten
 from .state import MemoryStateStore, StateStore
 
 __all__ = ["Emitter", "TaskTracker"]
@@ -37,22 +42,48 @@ _utc = timezone.utc
 _now = datetime.now
 
 
-def _check_text(value: object, field: str) -> None:
+#: Longest error message kept from an exception or a message string; longer ones are
+#: cut (with "...") so that reporting a failure never fails.
+MAX_ERROR_MESSAGE = 4000
+
+
+def _text_size(value: object, field: str) -> int:
+    """The JSON length of a text argument; ValidationError unless it is encodable text."""
     if not isinstance(value, str):
         raise ValidationError(field, "a string", value)
+    if not value.isascii():
+        _check_text_encodable(value, field)
+    return len(value) + 2
 
 
-def _check_subject(subject: object) -> None:
-    if not isinstance(subject, str) or not subject:
-        raise ValidationError("subject", "a non-empty string", subject)
+def _message_of(error: BaseException) -> str:
+    """An exception's message; its type name when ``str()`` fails or returns junk."""
+    try:
+        message = str(error)
+    except Exception:
+        return type(error).__name__
+    if not isinstance(message, str):
+        return type(error).__name__
+    return _shorten_message(message)
+
+
+def _shorten_message(message: str) -> str:
+    if len(message) > MAX_ERROR_MESSAGE:
+        message = message[: MAX_ERROR_MESSAGE - 3] + "..."
+    if not message.isascii():
+        # lone surrogates become escapes: every sink can encode the result
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return message
 
 
 def error_details(error: BaseException | str | Mapping[str, Any]) -> dict[str, Any]:
-    """``{"type": ..., "message": ...}`` for an exception or a message."""
+    """``{"type": ..., "message": ...}`` for an exception or a message. An exception's
+    message is shortened to :data:`MAX_ERROR_MESSAGE` characters, and is its type name
+    when ``str()`` fails."""
     if isinstance(error, BaseException):
-        return {"type": type(error).__name__, "message": str(error)}
+        return {"type": type(error).__name__, "message": _message_of(error)}
     if isinstance(error, str):
-        return {"type": "Error", "message": error}
+        return {"type": "Error", "message": _shorten_message(error)}
     if isinstance(error, Mapping):
         copied: dict[str, Any] = json_copy(error, "error")
         return copied
@@ -71,6 +102,16 @@ class Emitter:
     :param state: where subject state is kept; a new :class:`MemoryStateStore` by default.
     :param exclusive: refuse a second task on a busy subject (:class:`SubjectBusy`);
         :meth:`started` and :meth:`track` can override it per call.
+    :param max_event_size: the longest event, as JSON text in characters (see
+        :attr:`TaskEvent.size`); a longer one is refused with :class:`ValidationError`
+        naming the field (``details``, ``progress``, ``result``, ``error``, ``reason``).
+    :param keep_idle_subjects: the retention policy for subjects that were never
+        :meth:`register`\\ ed (e.g. one per job id): at most this many idle ones are
+        kept, the longest idle forgotten first (None: no limit)...
+    :param idle_subject_seconds: ...and one idle for longer than this is forgotten
+        (None: no limit). Registered subjects and busy ones are always kept. The policy
+        is applied when tasks start (at most once a second, or at once when the limit is
+        passed by a tenth) and by :meth:`forget_idle`.
     """
 
     def __init__(
@@ -79,13 +120,24 @@ class Emitter:
         source: str = "taskevents",
         state: StateStore | None = None,
         exclusive: bool = True,
+        max_event_size: int = 65_536,
+        keep_idle_subjects: int | None = 10_000,
+        idle_subject_seconds: float | None = 3600.0,
     ) -> None:
-        _check_text(source, "source")
-        if not source:
-            raise ValidationError("source", "a non-empty string", source)
+        _checks.name(source, "source")
         self.source = source
         self.state: StateStore = state if state is not None else MemoryStateStore()
         self.exclusive = exclusive
+        self.max_event_size = _checks.positive_int(max_event_size, "max_event_size")
+        if keep_idle_subjects is not None:
+            _checks.positive_int(keep_idle_subjects, "keep_idle_subjects")
+        self.keep_idle_subjects = keep_idle_subjects
+        if idle_subject_seconds is not None:
+            idle_subject_seconds = _checks.number(
+                idle_subject_seconds, "idle_subject_seconds", above=0
+            )
+        self.idle_subject_seconds = idle_subject_seconds
+        self._next_sweep = time.monotonic() + 1.0
         # Unique across processes, cheap per event: a random prefix and a counter.
         self._id_prefix = uuid.uuid4().hex[:16] + "-"
         self._counter = itertools.count(1)
@@ -96,8 +148,53 @@ class Emitter:
     def register(self, subject: str, **metadata: Any) -> None:
         """Make ``subject`` known (idle) before any task runs, with optional metadata
         that snapshots carry (e.g. ``region="eu-west-1"``)."""
-        _check_subject(subject)
+        _checks.subject(subject)
         self.state.register(subject, json_copy(metadata, "metadata"))
+
+    def forget(self, subject: str) -> bool:
+        """Forget everything about an idle ``subject``: its state, metadata and history.
+        Receivers of :data:`~taskevents.signals.subject_forgotten` hear of it (Socket.IO
+        clients watching it get ``unsubscribed`` with reason ``"forgotten"``). A later
+        event for it starts a new stream at seq 1. Returns False if it was unknown.
+
+        :raises SubjectBusy: a task runs on ``subject``; nothing is forgotten.
+        """
+        return self._forget(subject, "forgotten")
+
+    def forget_idle(self) -> list[str]:
+        """Apply the retention policy now (``keep_idle_subjects``,
+        ``idle_subject_seconds``); returns the subjects forgotten."""
+        self._next_sweep = time.monotonic() + 1.0
+        forgotten = []
+        for subject in self.state.expired(
+            keep=self.keep_idle_subjects, idle_seconds=self.idle_subject_seconds
+        ):
+            try:
+                if self._forget(subject, "expired"):
+                    forgotten.append(subject)
+            except SubjectBusy:
+                continue  # a task started meanwhile
+        return forgotten
+
+    def _forget(self, subject: str, reason: str) -> bool:
+        state = self.state
+        try:
+            lock = state.lock(subject)
+        except KeyError:
+            return False
+        with lock:
+            # Under the subject's lock, so receivers hear of it in stream order.
+            if not state.forget(subject):
+                return False
+            subject_forgotten.send(self, subject=subject, reason=reason)
+            return True
+
+    def _maybe_sweep(self) -> None:
+        keep = self.keep_idle_subjects
+        if time.monotonic() >= self._next_sweep or (
+            keep is not None and self.state.subject_count() > keep + keep // 10 + 1
+        ):
+            self.forget_idle()
 
     # -- the lifecycle --------------------------------------------------------------
 
@@ -118,17 +215,19 @@ class Emitter:
         :raises SubjectBusy: the subject runs a task and ``exclusive`` is true; nothing
             is emitted.
         """
-        _check_subject(subject)
-        _check_text(task_type, "task_type")
-        if not task_type:
-            raise ValidationError("task_type", "a non-empty string", task_type)
+        _checks.subject(subject)
+        _checks.name(task_type, "task_type")
         if task_id is None:
             task_id = uuid.uuid4().hex
-        elif not isinstance(task_id, str) or not task_id:
-            raise ValidationError("task_id", "a non-empty string", task_id)
-        details = json_copy(details, "details") if details else {}
+        else:
+            _checks.name(task_id, "task_id")
+        size = 2
+        if details:
+            details, size = json_copy_sized(details, "details")
+        event_size = self._check_size(size, "details", subject, task_id, task_type)
         if exclusive is None:
             exclusive = self.exclusive
+        self._maybe_sweep()
         state = self.state
         with state.lock(subject, create=True):
             running = state.running_task(subject)
@@ -137,7 +236,7 @@ class Emitter:
                     raise SubjectBusy(subject, running[0], running[1])
                 if state.running_task(subject, task_id) is not None:
                     raise ValidationError("task_id", "an id not already running", task_id)
-            return self._send(TASK_STARTED, subject, task_id, task_type, details)
+            return self._send(TASK_STARTED, subject, task_id, task_type, details, event_size)
 
     def progress(
         self,
@@ -159,6 +258,7 @@ class Emitter:
         :raises NoRunningTask: no task runs on ``subject``.
         """
         data: dict[str, Any] = {}
+        size = 2
         if percent is not None:
             if (
                 not isinstance(percent, (int, float))
@@ -167,23 +267,28 @@ class Emitter:
             ):
                 raise ValidationError("percent", "a number from 0 to 100", percent)
             data["percent"] = percent
+            size += 34
         if stage is not None:
-            _check_text(stage, "stage")
+            size += _text_size(stage, "stage") + 10
             data["stage"] = stage
         if message is not None:
-            _check_text(message, "message")
+            size += _text_size(message, "message") + 12
             data["message"] = message
         if details:
-            data.update(json_copy(details, "details"))
-        return self._emit_for_running(TASK_PROGRESS, subject, task_id, data)
+            copied, details_size = json_copy_sized(details, "details")
+            data.update(copied)
+            size += details_size
+        return self._emit_for_running(TASK_PROGRESS, subject, task_id, data, size, "progress")
 
     def completed(
         self, subject: str, result: Any = None, *, task_id: str | None = None
     ) -> TaskEvent:
         """The running task on ``subject`` finished successfully with ``result``
         (JSON-compatible)."""
-        result = json_copy(result, "result")
-        return self._emit_for_running(TASK_COMPLETED, subject, task_id, {"result": result})
+        result, size = json_copy_sized(result, "result")
+        return self._emit_for_running(
+            TASK_COMPLETED, subject, task_id, {"result": result}, size + 12, "result"
+        )
 
     def failed(
         self,
@@ -193,17 +298,25 @@ class Emitter:
         task_id: str | None = None,
     ) -> TaskEvent:
         """The running task on ``subject`` failed. ``error`` is an exception (its type
-        name and message are sent, never its traceback), a message, or a JSON object."""
-        details = error_details(error)
-        return self._emit_for_running(TASK_FAILED, subject, task_id, {"error": details})
+        name and message are sent, never its traceback), a message, or a JSON object.
+
+        An exception or a message always ends the task: a message longer than
+        :data:`MAX_ERROR_MESSAGE` is shortened, and an exception whose ``str()`` fails
+        is reported by its type name. A JSON object is checked like any data
+        (:class:`ValidationError` when it is not JSON or too large)."""
+        details, size = json_copy_sized(error_details(error), "error")
+        return self._emit_for_running(
+            TASK_FAILED, subject, task_id, {"error": details}, size + 12, "error"
+        )
 
     def cancelled(
         self, subject: str, reason: str | None = None, *, task_id: str | None = None
     ) -> TaskEvent:
         """The running task on ``subject`` was cancelled."""
-        if reason is not None:
-            _check_text(reason, "reason")
-        return self._emit_for_running(TASK_CANCELLED, subject, task_id, {"reason": reason})
+        size = 16 if reason is None else _text_size(reason, "reason") + 12
+        return self._emit_for_running(
+            TASK_CANCELLED, subject, task_id, {"reason": reason}, size, "reason"
+        )
 
     def track(
         self,
@@ -235,8 +348,27 @@ class Emitter:
 
     # -- internals ------------------------------------------------------------------
 
+    def _check_size(
+        self, data_size: int, field: str, subject: str, task_id: str, task_type: str
+    ) -> int:
+        size = data_size + _envelope_size(subject, task_id, task_type, self.source)
+        if size > self.max_event_size:
+            raise ValidationError(
+                field,
+                f"an event of at most {self.max_event_size} characters of JSON "
+                "(the emitter's max_event_size)",
+                f"about {size} characters",
+            )
+        return size
+
     def _emit_for_running(
-        self, type_: EventType, subject: str, task_id: str | None, data: dict[str, Any]
+        self,
+        type_: EventType,
+        subject: str,
+        task_id: str | None,
+        data: dict[str, Any],
+        data_size: int,
+        field: str,
     ) -> TaskEvent:
         state = self.state
         try:
@@ -247,10 +379,17 @@ class Emitter:
             running = state.running_task(subject, task_id)
             if running is None:
                 raise NoRunningTask(subject, task_id)
-            return self._send(type_, subject, running[0], running[1], data)
+            size = self._check_size(data_size, field, subject, running[0], running[1])
+            return self._send(type_, subject, running[0], running[1], data, size)
 
     def _send(
-        self, type_: EventType, subject: str, task_id: str, task_type: str, data: dict[str, Any]
+        self,
+        type_: EventType,
+        subject: str,
+        task_id: str,
+        task_type: str,
+        data: dict[str, Any],
+        size: int,
     ) -> TaskEvent:
         # Called with the subject's lock held: seq, apply and send happen as one step.
         event = TaskEvent(
@@ -264,6 +403,7 @@ class Emitter:
             self.source,
             data,
         )
+        event._size = size
         self.state.apply(event)
         SIGNALS[type_].send(self, event=event)
         return event
@@ -336,12 +476,11 @@ class TaskTracker:
         task_id = self.started_event.task_id
         if exc is None:
             try:
-                check_json(self.result, "result")
+                self.emitter.completed(self.subject, self.result, task_id=task_id)
             except ValidationError as invalid:
                 # Leave the subject consistent (not busy for ever), then say what was wrong.
                 self.emitter.failed(self.subject, invalid, task_id=task_id)
                 raise
-            self.emitter.completed(self.subject, self.result, task_id=task_id)
             return
         try:
             if isinstance(exc, Exception):
@@ -350,7 +489,7 @@ class TaskTracker:
                 self.emitter.cancelled(
                     self.subject, exc_type.__name__ if exc_type else None, task_id=task_id
                 )
-        except TaskEventsError:
+        except Exception:
             # Never hide the body's own exception behind ours.
             logger.exception("could not report the end of task %s on %r", task_id, self.subject)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final, Literal, cast
@@ -77,6 +78,7 @@ class TaskEvent:
         "_data",
         "_id",
         "_seq",
+        "_size",
         "_source",
         "_subject",
         "_task_id",
@@ -108,6 +110,7 @@ class TaskEvent:
         self._time = time
         self._source = source
         self._data = data
+        self._size = -1  # the JSON text's length; set by the emitter, else computed
 
     @property
     def id(self) -> str:
@@ -153,6 +156,19 @@ class TaskEvent:
     def data(self) -> Mapping[str, Any]:
         """Details: progress, result, error or reason."""
         return self._data
+
+    @property
+    def size(self) -> int:
+        """The length of this event's JSON text, in characters (numbers estimated);
+        what :class:`~taskevents.Emitter` holds to ``max_event_size`` and stores bound
+        their history by."""
+        size = self._size
+        if size < 0:
+            data_size = json_copy_sized(self._data, "data")[1]
+            size = self._size = data_size + _envelope_size(
+                self._subject, self._task_id, self._task_type, self._source
+            )
+        return size
 
     @property
     def is_lifecycle(self) -> bool:
@@ -259,6 +275,11 @@ class TaskEvent:
         }
 
 
+def _envelope_size(subject: str, task_id: str, task_type: str, source: str) -> int:
+    """The JSON text of an event less its data: names, quotes, id, seq and time."""
+    return len(subject) + len(task_id) + len(task_type) + len(source) + 160
+
+
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with a ``Z``, e.g. ``2025-01-01T12:00:00.000000Z``."""
     text = value.astimezone(timezone.utc).isoformat(timespec="microseconds")
@@ -285,33 +306,89 @@ def parse_time(value: object, field: str) -> datetime:
     return parsed.astimezone(timezone.utc)
 
 
-def json_copy(value: Any, field: str, _depth: int = 0) -> Any:
-    """A copy of ``value`` that no later change to the caller's objects can alter, or
-    :class:`ValidationError` (naming the nested field) unless it survives a JSON round
-    trip as is.
+#: Integers with more bits than this are checked against the interpreter's limit on
+#: integer-to-text conversion (4,300 digits by default since Python 3.11).
+_BIG_INT_BITS: Final = 14_000
 
-    Allowed: ``None``, ``bool``, ``int``, finite ``float``, ``str``, lists, and dicts with
-    string keys, nested at most 64 deep.
+
+def _max_int_digits() -> int:
+    limit: int = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+    return limit
+
+
+def _check_text_encodable(value: str, field: str) -> None:
+    # JSON encoders and UTF-8 sinks refuse lone surrogates (e.g. "\ud800").
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError(
+                field, "text that can be encoded as UTF-8 (no lone surrogates)", value
+            ) from None
+
+
+def json_copy(value: Any, field: str) -> Any:
+    """A copy of ``value`` that no later change to the caller's objects can alter, or
+    :class:`ValidationError` (naming the nested field) unless every JSON encoder
+    taskevents uses can encode it and it survives a JSON round trip as is.
+
+    Allowed: ``None``, ``bool``, ``int`` (within the interpreter's limit on digits),
+    finite ``float``, ``str`` (encodable as UTF-8), lists, and dicts with string keys,
+    nested at most 64 deep.
     """
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
+    return json_copy_sized(value, field)[0]
+
+
+def json_copy_sized(value: Any, field: str) -> tuple[Any, int]:
+    """:func:`json_copy`, and the length of the copy's JSON text (counted in
+    characters, a close estimate for numbers)."""
+    return _copy(value, field, 0)
+
+
+def _copy(value: Any, field: str, depth: int) -> tuple[Any, int]:
+    if value is None:
+        return None, 4
+    if isinstance(value, str):
+        if not value.isascii():
+            _check_text_encodable(value, field)
+        return value, len(value) + 2
+    if isinstance(value, bool):
+        return value, 5
+    if isinstance(value, int):
+        bits = value.bit_length()
+        if bits > _BIG_INT_BITS:
+            try:
+                return value, len(int.__repr__(value))
+            except ValueError:
+                raise ValidationError(
+                    field, f"an integer of at most {_max_int_digits()} digits", value
+                ) from None
+        return value, bits // 3 + 2
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValidationError(field, "a finite number", value)
-        return value
-    if _depth >= 64:
+        return value, 24
+    if depth >= 64:
         raise ValidationError(field, "JSON nested at most 64 levels deep", "...")
     if isinstance(value, Mapping):
         copied = {}
+        size = 2
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(field, "an object with string keys", key)
-            copied[key] = json_copy(item, f"{field}.{key}", _depth + 1)
-        return copied
+            if not key.isascii():
+                _check_text_encodable(key, field)
+            copied[key], item_size = _copy(item, f"{field}.{key}", depth + 1)
+            size += len(key) + 4 + item_size
+        return copied, size
     if isinstance(value, list):
-        return [
-            json_copy(item, f"{field}[{index}]", _depth + 1) for index, item in enumerate(value)
-        ]
+        items = []
+        size = 2
+        for index, item in enumerate(value):
+            item_copy, item_size = _copy(item, f"{field}[{index}]", depth + 1)
+            items.append(item_copy)
+            size += item_size + 1
+        return items, size
     raise ValidationError(field, "a JSON value (null, bool, number, string, list, object)", value)
 
 

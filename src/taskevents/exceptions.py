@@ -58,6 +58,22 @@ class NoRunningTask(TaskEventsError):
         super().__init__(msg)
 
 
+def _shorten(got: object) -> str:
+    """``repr(got)`` in at most 80 characters; never raises (huge integers, text of
+    millions of characters and objects whose ``__repr__`` fails included)."""
+    if isinstance(got, str) and len(got) > 80:
+        got = got[:80]
+    elif isinstance(got, int) and not isinstance(got, bool) and got.bit_length() > 256:
+        return f"<an integer of {got.bit_length()} bits>"
+    try:
+        shown = repr(got)
+    except Exception:
+        return f"<{type(got).__name__} object>"
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return shown
+
+
 class ValidationError(TaskEventsError, ValueError):
     """Input from outside (an API call, a JSON document, a config) is not what was expected.
 
@@ -69,9 +85,7 @@ class ValidationError(TaskEventsError, ValueError):
     def __init__(self, field: str, expected: str, got: object = None) -> None:
         self.field = field
         self.expected = expected
-        shown = repr(got)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
+        shown = _shorten(got)
         super().__init__(f"{field}: expected {expected}, got {shown}")
 
 

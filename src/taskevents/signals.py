@@ -35,6 +35,7 @@ __all__ = [
     "ERROR_LOG_INTERVAL",
     "SIGNALS",
     "receiver_errors",
+    "subject_forgotten",
     "task_cancelled",
     "task_completed",
     "task_failed",
@@ -124,6 +125,12 @@ task_failed = _signals.signal(
 )
 task_cancelled = _signals.signal(
     "task-cancelled", "A task was cancelled. Receivers get ``event: TaskEvent``."
+)
+
+subject_forgotten = _signals.signal(
+    "subject-forgotten",
+    "A subject was forgotten (:meth:`Emitter.forget` or the retention policy). Receivers "
+    'get ``subject: str`` and ``reason: str`` (``"forgotten"`` or ``"expired"``).',
 )
 
 #: The signal for each event type.

@@ -9,6 +9,7 @@ reads the state sees it consistent with the event it is handling.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -17,8 +18,9 @@ from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ._checks import positive_int
+from ._checks import subject as check_subject
 from .events import TASK_PROGRESS, TASK_STARTED, TaskEvent
-from .exceptions import ValidationError
+from .exceptions import SubjectBusy
 
 __all__ = ["MemoryStateStore", "StateStore", "SubjectState", "TaskInfo"]
 
@@ -135,6 +137,24 @@ class StateStore(Protocol):
         store was restarted) or the subject is unknown: take a snapshot instead."""
         ...
 
+    def forget(self, subject: str) -> bool:
+        """Drop everything known about ``subject`` (state, metadata, history). False if
+        it was unknown.
+
+        :raises SubjectBusy: a task runs on it; nothing is dropped.
+        """
+        ...
+
+    def expired(self, *, keep: int | None, idle_seconds: float | None) -> list[str]:
+        """Subjects that were never :meth:`register`\\ ed and run no task, which a
+        retention policy would forget: those idle for over ``idle_seconds``, and the
+        longest idle beyond the ``keep`` most recently active ones. None: no limit."""
+        ...
+
+    def subject_count(self) -> int:
+        """How many subjects are known."""
+        ...
+
 
 class _Task:
     __slots__ = ("progress", "started_at", "task_id", "task_type")
@@ -150,26 +170,72 @@ class _Task:
 
 
 class _Subject:
-    __slots__ = ("history", "last", "lock", "metadata", "running", "seq")
+    __slots__ = (
+        "active_at",
+        "forgotten",
+        "history",
+        "history_bytes",
+        "last",
+        "lock",
+        "metadata",
+        "registered",
+        "running",
+        "seq",
+    )
 
-    def __init__(self, history_size: int) -> None:
+    def __init__(self) -> None:
         self.lock = threading.RLock()
         self.seq = 0
         self.running: dict[str, _Task] = {}
         self.last: TaskInfo | None = None
         self.metadata: dict[str, Any] = {}
-        self.history: deque[TaskEvent] = deque(maxlen=history_size)
+        self.history: deque[TaskEvent] = deque()
+        self.history_bytes = 0
+        self.registered = False
+        self.forgotten = False
+        self.active_at = time.monotonic()
+
+
+class _SubjectLock:
+    """Holds a subject's lock. If the subject is forgotten while this waits for it, it
+    takes the lock of the subject's new record instead, so two emitters never work on
+    one subject under different locks."""
+
+    __slots__ = ("_create", "_rec", "_store", "_subject")
+
+    def __init__(self, store: MemoryStateStore, subject: str, create: bool) -> None:
+        self._store = store
+        self._subject = subject
+        self._create = create
+        self._rec: _Subject | None = None
+
+    def __enter__(self) -> _SubjectLock:
+        while True:
+            rec = self._store._get(self._subject, self._create)
+            rec.lock.acquire()
+            if not rec.forgotten:
+                self._rec = rec
+                return self
+            rec.lock.release()
+
+    def __exit__(self, *exc_info: object) -> None:
+        rec, self._rec = self._rec, None
+        assert rec is not None
+        rec.lock.release()
 
 
 class MemoryStateStore:
     """Thread-safe, in-process state for every subject.
 
-    :param history_size: how many events per subject are kept for
-        :meth:`history` (resume after a reconnect).
+    :param history_size: how many events per subject are kept for :meth:`history`
+        (resume after a reconnect)...
+    :param history_bytes: ...and how many characters of JSON they may add up to per
+        subject (see :attr:`TaskEvent.size`); the oldest go first.
     """
 
-    def __init__(self, *, history_size: int = 1000) -> None:
+    def __init__(self, *, history_size: int = 1000, history_bytes: int = 1 << 20) -> None:
         self.history_size = positive_int(history_size, "history_size")
+        self.history_bytes = positive_int(history_bytes, "history_bytes")
         self._subjects: dict[str, _Subject] = {}
         self._create_lock = threading.Lock()
 
@@ -181,11 +247,12 @@ class MemoryStateStore:
             with self._create_lock:
                 rec = self._subjects.get(subject)
                 if rec is None:
-                    rec = self._subjects[subject] = _Subject(self.history_size)
+                    rec = self._subjects[subject] = _Subject()
         return rec
 
-    def lock(self, subject: str, *, create: bool = False) -> threading.RLock:
-        return self._get(subject, create).lock
+    def lock(self, subject: str, *, create: bool = False) -> _SubjectLock:
+        self._get(subject, create)  # KeyError now for an unknown subject
+        return _SubjectLock(self, subject, create)
 
     def running_task(self, subject: str, task_id: str | None = None) -> tuple[str, str] | None:
         rec = self._subjects.get(subject)
@@ -233,15 +300,24 @@ class MemoryStateStore:
                     reason=data.get("reason"),
                 )
             rec.seq = event._seq
-            rec.history.append(event)
+            rec.active_at = time.monotonic()
+            history = rec.history
+            history.append(event)
+            total = rec.history_bytes + (event._size if event._size >= 0 else event.size)
+            while len(history) > self.history_size or total > self.history_bytes:
+                oldest = history.popleft()
+                total -= oldest._size if oldest._size >= 0 else oldest.size
+                if not history:
+                    break
+            rec.history_bytes = total
             return True
 
     def register(self, subject: str, metadata: Mapping[str, Any] | None = None) -> None:
-        if not isinstance(subject, str) or not subject:
-            raise ValidationError("subject", "a non-empty string", subject)
-        rec = self._get(subject, True)
-        if metadata:
-            with rec.lock:
+        check_subject(subject)
+        with self.lock(subject, create=True):
+            rec = self._get(subject, False)
+            rec.registered = True
+            if metadata:
                 rec.metadata.update(metadata)
 
     def subjects(self) -> list[str]:
@@ -287,3 +363,37 @@ class MemoryStateStore:
             if since_seq < oldest - 1:
                 return None
             return [event for event in rec.history if event.seq > since_seq]
+
+    def forget(self, subject: str) -> bool:
+        rec = self._subjects.get(subject)
+        if rec is None:
+            return False
+        with rec.lock:
+            if rec.forgotten:
+                return False
+            if rec.running:
+                task = next(reversed(rec.running.values()))
+                raise SubjectBusy(subject, task.task_id, task.task_type)
+            rec.forgotten = True
+            with self._create_lock:
+                if self._subjects.get(subject) is rec:
+                    del self._subjects[subject]
+            return True
+
+    def expired(self, *, keep: int | None, idle_seconds: float | None) -> list[str]:
+        cutoff = time.monotonic() - idle_seconds if idle_seconds is not None else None
+        idle = [
+            (rec.active_at, subject)
+            for subject, rec in list(self._subjects.items())
+            if not rec.registered and not rec.running
+        ]
+        chosen = {
+            subject for active_at, subject in idle if cutoff is not None and active_at < cutoff
+        }
+        if keep is not None and len(idle) > keep:
+            idle.sort()
+            chosen.update(subject for _, subject in idle[: len(idle) - keep])
+        return sorted(chosen)
+
+    def subject_count(self) -> int:
+        return len(self._subjects)

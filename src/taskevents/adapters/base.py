@@ -222,7 +222,15 @@ class BackgroundAdapter(Adapter):
         time up to ``retry_max``.
     :param max_attempts: give an event up after this many failed attempts (logged and
         counted as dropped); None retries until delivered or closed.
+
+    An error that retrying cannot fix (:meth:`is_permanent`: by default a
+    ``TypeError``, ``ValueError`` or ``RecursionError``, such as an event the sink
+    cannot encode) gives the event up at once, logged and counted as ``dropped`` and
+    ``rejected``: no single event can hold the queue for ever.
     """
+
+    #: The errors :meth:`is_permanent` calls permanent by default.
+    permanent_errors: tuple[type[BaseException], ...] = (TypeError, ValueError, RecursionError)
 
     def __init__(
         self,
@@ -262,7 +270,8 @@ class BackgroundAdapter(Adapter):
         self._closing = False
         self._abort = threading.Event()
         self._counts = dict.fromkeys(
-            ("received", "delivered", "coalesced", "retries", "dropped", "overflowed"), 0
+            ("received", "delivered", "coalesced", "retries", "dropped", "rejected", "overflowed"),
+            0,
         )
         self._overflow_warned = 0.0
         self._thread = threading.Thread(
@@ -275,10 +284,17 @@ class BackgroundAdapter(Adapter):
     def deliver(self, event: TaskEvent) -> None:
         """Deliver one event; runs in the worker thread. Raise to have it retried."""
 
+    def is_permanent(self, exc: Exception) -> bool:
+        """Whether ``exc``, raised by :meth:`deliver`, says the event itself can never
+        be delivered (so it is given up at once) rather than that the sink failed for
+        now (so it is retried). Override to say which of your sink's errors are which;
+        by default, instances of :attr:`permanent_errors`."""
+        return isinstance(exc, self.permanent_errors)
+
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: received, delivered, coalesced, retries, dropped, overflowed, queued,
-        errors."""
+        """Counters: received, delivered, coalesced, retries, dropped (of which
+        rejected: given up on a permanent error), overflowed, queued, errors."""
         with self._cond:
             counts = dict(self._counts)
             counts["queued"] = len(self._queue) + len(self._deferred) + len(self._batch)
@@ -476,6 +492,21 @@ class BackgroundAdapter(Adapter):
             try:
                 self.deliver(event)
             except Exception as exc:
+                try:
+                    permanent = self.is_permanent(exc)
+                except Exception:
+                    permanent = False
+                if permanent:
+                    self.errors.report(
+                        exc,
+                        f"to deliver {event.type} for {event.subject!r} (event {event.id}); "
+                        "a permanent error: the event is dropped",
+                        traceback=False,
+                    )
+                    with self._cond:
+                        self._counts["dropped"] += 1
+                        self._counts["rejected"] += 1
+                    return False
                 self.errors.report(
                     exc, f"to deliver {event.type} for {event.subject!r} (attempt {attempt})"
                 )

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from taskevents._checks import number, positive_int
+from taskevents._checks import MAX_SUBJECT_LENGTH, SUBJECT_RULE, is_valid_name, number, positive_int
 from taskevents._optional import require
 from taskevents.emitter import Emitter
 from taskevents.events import (
@@ -35,14 +35,18 @@ from taskevents.events import (
     TaskEvent,
 )
 from taskevents.exceptions import ValidationError
+from taskevents.signals import subject_forgotten
 from taskevents.state import SubjectState
 
+from ._backlog import BacklogGuard
+from ._frames import guard_frames
 from .base import BackgroundAdapter
 
 __all__ = [
     "PROTOCOL_VERSION",
     "Authenticate",
     "Authorize",
+    "Expiring",
     "SocketIOAdapter",
     "merge_progress",
     "room_for",
@@ -54,17 +58,55 @@ logger = logging.getLogger("taskevents")
 
 #: Version of the protocol superset; sent in ``connection_status``.
 PROTOCOL_VERSION = 2
-#: Longest subject name a client may send.
-MAX_SUBJECT_LENGTH = 128
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
-
 #: ``authenticate(environ, auth) -> identity``: environ is the WSGI environ of the
-#: connection, auth what the client sent as ``auth``. Return None or False to refuse.
+#: connection, auth what the client sent as ``auth``. Return None or False to refuse,
+#: or an :class:`Expiring` identity to have the connection closed when it expires.
 Authenticate = Callable[[Mapping[str, Any], Any], Any]
 #: ``authorize(identity, subject) -> bool``: may this client watch this subject?
 Authorize = Callable[[Any, str], bool]
 
 _MISSING: Any = object()
+
+#: Client event names that python-socketio would route to the connection handlers.
+_RESERVED_EVENTS = frozenset(("connect", "disconnect", "connect_error", "*"))
+
+
+@dataclass(frozen=True)
+class Expiring:
+    """What ``authenticate`` returns for an identity that is good until a given time
+    (e.g. a token's expiry): the connection is closed then, after an ``error`` with
+    ``reason: "expired"``; the client reconnects with fresh credentials.
+
+    :param identity: the identity, as ``authenticate`` would return it otherwise.
+    :param expires_at: an aware :class:`~datetime.datetime`, or a Unix timestamp.
+    """
+
+    identity: Any
+    expires_at: datetime | float
+
+    def seconds_left(self) -> float:
+        """Seconds until expiry (negative once expired)."""
+        expires = self.expires_at
+        if isinstance(expires, datetime):
+            if expires.tzinfo is None:
+                raise ValidationError("expires_at", "an aware datetime", expires)
+            return (expires - datetime.now(timezone.utc)).total_seconds()
+        if isinstance(expires, (int, float)) and not isinstance(expires, bool):
+            return float(expires) - time.time()
+        raise ValidationError("expires_at", "an aware datetime or a Unix timestamp", expires)
+
+
+def resolve_identity(result: Any) -> tuple[bool, Any, float | None]:
+    """What an ``authenticate`` hook's ``result`` means: ``(accepted, identity,
+    seconds_left)``; an :class:`Expiring` that has expired is refused."""
+    if result is None or result is False:
+        return False, None, None
+    if isinstance(result, Expiring):
+        left = result.seconds_left()
+        if left <= 0:
+            return False, None, None
+        return True, result.identity, left
+    return True, result, None
 
 
 def room_for(subject: str) -> str:
@@ -161,28 +203,44 @@ class _BadRequest(Exception):
         self.payload = {"message": message, "event": event, **details}
 
 
-class _Client:
-    __slots__ = ("greeted", "identity", "subjects", "tokens", "tokens_at")
+class _Bucket:
+    """A token bucket: ``burst`` requests at once, then ``rate`` per second."""
 
-    def __init__(self, identity: Any) -> None:
-        self.identity = identity
-        self.subjects: set[str] = set()
-        self.greeted = False
-        self.tokens = -1.0
-        self.tokens_at = 0.0
+    __slots__ = ("burst", "rate", "tokens", "tokens_at")
 
-    def take_token(self, burst: int, rate: float) -> bool:
-        """A token bucket: ``burst`` requests at once, then ``rate`` per second."""
+    def __init__(self, burst: int, rate: float) -> None:
+        self.burst = float(burst)
+        self.rate = rate
+        self.tokens = float(burst)
+        self.tokens_at = time.monotonic()
+
+    def take(self) -> bool:
         now = time.monotonic()
-        if self.tokens < 0:
-            self.tokens = float(burst)
-        else:
-            self.tokens = min(float(burst), self.tokens + (now - self.tokens_at) * rate)
+        self.tokens = min(self.burst, self.tokens + (now - self.tokens_at) * self.rate)
         self.tokens_at = now
         if self.tokens < 1:
             return False
         self.tokens -= 1
         return True
+
+
+class _Client:
+    __slots__ = ("all_tasks", "expires", "greeted", "identity", "subjects", "subscribes")
+
+    def __init__(self, identity: Any, subscribes: _Bucket, all_tasks: _Bucket) -> None:
+        self.identity = identity
+        self.subjects: set[str] = set()
+        self.greeted = False
+        self.subscribes = subscribes
+        self.all_tasks = all_tasks
+        self.expires: float | None = None  # time.monotonic() deadline
+
+
+def _same(identity: Any, other: Any) -> bool:
+    try:
+        return identity is other or bool(identity == other)
+    except Exception:
+        return False
 
 
 def _describe(value: object) -> str:
@@ -226,7 +284,13 @@ class SocketIOAdapter(BackgroundAdapter):
         client can re-subscribe to everything at once)...
     :param subscribe_rate: ...and then per second; more get an ``error`` with
         ``retry_after`` (seconds), since each can replay up to the history kept.
+    :param all_tasks_burst: how many ``get_all_tasks`` one client may send at once...
+    :param all_tasks_rate: ...and then per second; more get an ``error`` with
+        ``retry_after``, since each answer lists every subject.
     :param subjects: serve only these subjects (default: all the emitter's).
+    :param max_backlog: how many packets may wait to be sent to one client; a client
+        whose backlog grows past it (it stopped reading) is disconnected, and resumes
+        with ``since`` when it reconnects.
     """
 
     def __init__(
@@ -241,7 +305,10 @@ class SocketIOAdapter(BackgroundAdapter):
         max_subscriptions: int = 100,
         subscribe_burst: int | None = None,
         subscribe_rate: float = 5.0,
+        all_tasks_burst: int = 5,
+        all_tasks_rate: float = 1.0,
         subjects: Iterable[str] | None = None,
+        max_backlog: int = 1000,
     ) -> None:
         socketio = require("socketio", extra="socketio", needed_by="SocketIOAdapter")
         sio = server
@@ -260,11 +327,14 @@ class SocketIOAdapter(BackgroundAdapter):
         if not isinstance(namespace, str) or not namespace.startswith("/"):
             raise ValidationError("namespace", "a string starting with '/'", namespace)
         positive_int(max_subscriptions, "max_subscriptions")
+        positive_int(max_backlog, "max_backlog")
         if subscribe_burst is None:
             # a reconnecting client re-subscribes to everything at once
             subscribe_burst = max(20, max_subscriptions)
         positive_int(subscribe_burst, "subscribe_burst")
         subscribe_rate = number(subscribe_rate, "subscribe_rate", above=0)
+        positive_int(all_tasks_burst, "all_tasks_burst")
+        all_tasks_rate = number(all_tasks_rate, "all_tasks_rate", above=0)
         for name, hook in (("authenticate", authenticate), ("authorize", authorize)):
             if hook is not None and not callable(hook):
                 raise ValidationError(name, "a callable or None", hook)
@@ -284,6 +354,8 @@ class SocketIOAdapter(BackgroundAdapter):
         self.max_subscriptions = max_subscriptions
         self.subscribe_burst = subscribe_burst
         self.subscribe_rate = subscribe_rate
+        self.all_tasks_burst = all_tasks_burst
+        self.all_tasks_rate = all_tasks_rate
         self._clients: dict[str, _Client] = {}
         self._clients_lock = threading.Lock()
         self._still_busy: set[str] = set()
@@ -301,20 +373,40 @@ class SocketIOAdapter(BackgroundAdapter):
         )
         for event, handler in self._handlers:
             sio.on(event, handler, namespace=namespace)
+        self._closed = False
+        self._expiry_task: Any = None
+        # Client events named like the connection handlers never reach them.
+        self._unguarded_handle_event = sio._handle_event
+        sio._handle_event = self._guard_reserved
+        self._unguard_frames = guard_frames(sio)
+        self._backlog = BacklogGuard(sio, max_packets=max_backlog)
+        self._backlog.start()
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop serving: the handlers leave the server, queued updates are flushed."""
+        self._closed = True
         handlers = self.sio.handlers.get(self.namespace, {})
         for event, handler in self._handlers:
             if handlers.get(event) == handler:
                 del handlers[event]
+        if self.sio.__dict__.get("_handle_event") == self._guard_reserved:
+            self.sio._handle_event = self._unguarded_handle_event
+        self._backlog.stop()
+        self._unguard_frames()
         super().close(timeout)
         self._still_busy.clear()
 
     def connect(self, emitter: object | None = None) -> SocketIOAdapter:
         """Start serving the events of ``emitter`` (by default the one given at
         construction)."""
-        return super().connect(self.emitter if emitter is None else emitter)
+        sender = self.emitter if emitter is None else emitter
+        subject_forgotten.connect(self._on_forgotten, sender=sender, weak=False)
+        return super().connect(sender)
+
+    def disconnect(self) -> None:
+        """Stop receiving events (clients stay connected)."""
+        subject_forgotten.disconnect(self._on_forgotten)
+        super().disconnect()
 
     @property
     def client_count(self) -> int:
@@ -349,19 +441,63 @@ class SocketIOAdapter(BackgroundAdapter):
 
     # -- handlers ----------------------------------------------------------------------
 
-    def _on_connect(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> None:
+    def _guard_reserved(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> Any:
+        # python-socketio dispatches a client event by its name, so an event called
+        # "connect" would run the connect handler again (a new identity, fresh limits)
+        # and one called "disconnect" would make the adapter forget a live client.
+        if (
+            not self._closed
+            and (namespace or "/") == self.namespace
+            and isinstance(data, list)
+            and data
+            and isinstance(data[0], str)
+            and data[0] in _RESERVED_EVENTS
+        ):
+            sid = self.sio.manager.sid_from_eio_sid(eio_sid, self.namespace)
+            if sid is not None and self.sio.manager.is_connected(sid, self.namespace):
+                self._on_unknown(data[0], sid)
+            return None
+        return self._unguarded_handle_event(eio_sid, namespace, id, data)
+
+    def _from_server(self, sid: str, environ: object) -> bool:
+        """Whether a connect handler call comes from python-socketio itself: only it
+        can pass the connection's own environ object."""
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, self.namespace)
+        return eio_sid is not None and self.sio.environ.get(eio_sid) is environ
+
+    def _on_connect(self, sid: str, *args: Any) -> Any:
+        environ = args[0] if args else None
+        auth = args[1] if len(args) > 1 else None
+        with self._clients_lock:
+            known = sid in self._clients
+        if known or environ is None or not self._from_server(sid, environ):
+            if known:
+                self._on_unknown("connect", sid)
+            return None
         identity = None
+        seconds_left = None
         if self.authenticate is not None:
             try:
-                identity = self.authenticate(environ, auth)
+                accepted, identity, seconds_left = resolve_identity(
+                    self.authenticate(environ, auth)
+                )
             except Exception as exc:
                 self.errors.report(exc, "in the authenticate hook")
-                identity = None
-            if identity is None or identity is False:
+                accepted = False
+            if not accepted:
                 socketio = require("socketio", extra="socketio", needed_by="SocketIOAdapter")
                 raise socketio.exceptions.ConnectionRefusedError("authentication failed")
+        client = _Client(
+            identity,
+            _Bucket(self.subscribe_burst, self.subscribe_rate),
+            _Bucket(self.all_tasks_burst, self.all_tasks_rate),
+        )
         with self._clients_lock:
-            self._clients[sid] = _Client(identity)
+            self._clients[sid] = client
+            if seconds_left is not None:
+                client.expires = time.monotonic() + seconds_left
+                if self._expiry_task is None:
+                    self._expiry_task = self.sio.start_background_task(self._expire)
         # python-socketio confirms the connection only after this handler returns;
         # greet the client once it has, so no event precedes the confirmation.
         self.sio.start_background_task(self._greet, sid)
@@ -395,9 +531,81 @@ class SocketIOAdapter(BackgroundAdapter):
                 )
             return client
 
-    def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+    def _on_disconnect(self, sid: str, *args: Any) -> None:
+        if self.sio.manager.is_connected(sid, self.namespace):
+            # python-socketio calls this handler only for a client on its way out; a
+            # client still connected sent an event called "disconnect".
+            self._on_unknown("disconnect", sid)
+            return
         with self._clients_lock:
             self._clients.pop(sid, None)
+
+    def _expire(self) -> None:
+        """Close connections whose identity has expired; runs while any may."""
+        while not self._closed:
+            self.sio.sleep(0.25)
+            now = time.monotonic()
+            with self._clients_lock:
+                due = [
+                    sid
+                    for sid, client in self._clients.items()
+                    if client.expires is not None and client.expires <= now
+                ]
+                for sid in due:
+                    self._clients[sid].expires = None
+            for sid in due:
+                self._send(
+                    sid,
+                    "error",
+                    {
+                        "message": "authentication expired; connect again",
+                        "event": "connect",
+                        "reason": "expired",
+                    },
+                )
+                self.sio.disconnect(sid, namespace=self.namespace)
+
+    def revoke(self, identity: Any, subject: str | None = None) -> int:
+        """Withdraw ``identity``'s access to ``subject`` (default: to every subject) at
+        once: its clients leave those subjects' rooms and get ``unsubscribed`` with
+        ``reason: "revoked"``. Make ``authorize`` refuse too, or they may subscribe
+        again. Returns how many subscriptions were withdrawn."""
+        return self._withdraw(
+            lambda client, name: (
+                _same(client.identity, identity) and (subject is None or name == subject)
+            )
+        )
+
+    def recheck_access(self) -> int:
+        """Ask ``authorize`` again about every subscription and withdraw (as
+        :meth:`revoke` does) those it now refuses. Returns how many were withdrawn."""
+        return self._withdraw(lambda client, name: not self._allowed(client.identity, name))
+
+    def _withdraw(self, refused: Callable[[_Client, str], bool], reason: str = "revoked") -> int:
+        withdrawn: list[tuple[str, str]] = []
+        with self._clients_lock:
+            for sid, client in self._clients.items():
+                for name in sorted(client.subjects):
+                    if refused(client, name):
+                        client.subjects.discard(name)
+                        withdrawn.append((sid, name))
+        for sid, name in withdrawn:
+            self.sio.leave_room(sid, room_for(name), namespace=self.namespace)
+            self._send(sid, "unsubscribed", {"config_name": name, "reason": reason})
+        return len(withdrawn)
+
+    def _on_forgotten(self, sender: object, *, subject: str, reason: str) -> None:
+        # In stream order: after every event of the subject queued so far.
+        self.call_soon(subject, functools.partial(self._drop_subject, subject, reason))
+
+    def _drop_subject(self, subject: str, reason: str) -> None:
+        with self._clients_lock:
+            sids = [sid for sid, client in self._clients.items() if subject in client.subjects]
+            for sid in sids:
+                self._clients[sid].subjects.discard(subject)
+        for sid in sids:
+            self.sio.leave_room(sid, room_for(subject), namespace=self.namespace)
+            self._send(sid, "unsubscribed", {"config_name": subject, "reason": reason})
 
     def _on_unknown(self, event: str, sid: str, *args: Any) -> None:
         self._greet_once(sid)
@@ -455,7 +663,7 @@ class SocketIOAdapter(BackgroundAdapter):
         return payload
 
     def _subject(self, event: str, value: Any) -> str:
-        expected = f"a string of 1 to {MAX_SUBJECT_LENGTH} characters, no control characters"
+        expected = SUBJECT_RULE
         if not isinstance(value, str):
             raise _BadRequest(
                 event,
@@ -463,7 +671,7 @@ class SocketIOAdapter(BackgroundAdapter):
                 field="config_name",
                 expected=expected,
             )
-        if not value or len(value) > MAX_SUBJECT_LENGTH or _CONTROL_CHARACTERS.search(value):
+        if not is_valid_name(value, MAX_SUBJECT_LENGTH):
             raise _BadRequest(
                 event,
                 f"{event}: config_name must be {expected}",
@@ -500,7 +708,7 @@ class SocketIOAdapter(BackgroundAdapter):
                 client = self._clients.get(sid)
             if client is None:
                 return
-            if not client.take_token(self.subscribe_burst, self.subscribe_rate):
+            if not client.subscribes.take():
                 raise _BadRequest(
                     event,
                     f"{event}: too many requests; at most {self.subscribe_burst} at once, "
@@ -607,7 +815,19 @@ class SocketIOAdapter(BackgroundAdapter):
             return
         with self._clients_lock:
             client = self._clients.get(sid)
+            allowed = client is not None and client.all_tasks.take()
         if client is None:
+            return
+        if not allowed:
+            self._error(
+                sid,
+                _BadRequest(
+                    "get_all_tasks",
+                    f"get_all_tasks: too many requests; at most {self.all_tasks_burst} at "
+                    f"once, then {self.all_tasks_rate:g} per second",
+                    retry_after=round(1 / self.all_tasks_rate, 3),
+                ),
+            )
             return
         self._send(sid, "all_tasks", self.all_tasks(client.identity))
 
