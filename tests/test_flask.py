@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flask
 import pytest
+import socketio
 from flask_socketio import SocketIO
 
+from socketio_support import Client, LiveServer
 from taskevents import AdapterNotFound, Emitter, ValidationError
 from taskevents.adapters.logging import LoggingAdapter
 from taskevents.flask import TaskEvents
@@ -220,3 +223,149 @@ def test_authorize_runs_in_the_app_context_on_socketio_too(apps: list[flask.Flas
 def test_hooks_must_be_callable() -> None:
     with pytest.raises(ValidationError, match="authorize: expected a callable"):
         TaskEvents(authorize="admin")  # type: ignore[arg-type]
+
+
+# -- TRUSTED_HOSTS on the Socket.IO endpoint too (DNS rebinding) ----------------------
+
+WEBSOCKET_UPGRADE = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
+
+
+def status_of(
+    server: LiveServer, path: str, host: str, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """GET ``path`` from ``server`` with this ``Host`` header: (status, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.server.server_port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Host": host, **(headers or {})})
+        response = connection.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def served(apps: list[flask.Flask]) -> Iterator[Callable[[flask.Flask], LiveServer]]:
+    servers: list[LiveServer] = []
+
+    def serve(app: flask.Flask) -> LiveServer:
+        servers.append(LiveServer(app))
+        return servers[-1]
+
+    yield serve
+    for server in servers:
+        server.stop()
+
+
+def given_socketio(app: flask.Flask) -> None:
+    TaskEvents(app, SocketIO(app, async_mode="threading"))
+
+
+def created_socketio(app: flask.Flask) -> None:
+    app.config["TASKEVENTS_ASYNC_MODE"] = "threading"
+    TaskEvents(app)
+
+
+def app_factory(app: flask.Flask) -> None:
+    sio = SocketIO(async_mode="threading")
+    extension = TaskEvents()
+    sio.init_app(app)
+    extension.init_app(app, sio)
+
+
+@pytest.mark.parametrize("setup", [given_socketio, created_socketio, app_factory])
+@pytest.mark.parametrize("when", ["before init_app", "after init_app"])
+def test_trusted_hosts_guard_the_socketio_endpoint_too(
+    apps: list[flask.Flask],
+    served: Callable[[flask.Flask], LiveServer],
+    setup: Callable[[flask.Flask], None],
+    when: str,
+) -> None:
+    app = make_app(apps, subjects=["aws01"])
+    if when == "before init_app":
+        app.config["TRUSTED_HOSTS"] = ["127.0.0.1"]
+    setup(app)
+    server = served(app)
+    port = server.server.server_port
+    foreign = f"rebind.example:{port}"
+    if when == "after init_app":
+        assert status_of(server, "/socket.io/?EIO=4&transport=polling", foreign)[0] == 200
+        app.config["TRUSTED_HOSTS"] = ["127.0.0.1"]
+    adapter = TaskEvents.state(app).socketio_adapter
+
+    # "localhost" resolves to 127.0.0.1 but is not trusted, like a rebound name
+    for transport in ("polling", "websocket"):
+        refused = Client()
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            refused.connect(f"http://localhost:{port}", transports=[transport])
+        refused.close()
+        trusted = Client().connect(server.url, transports=[transport])
+        try:
+            assert trusted.next()[0] == "connection_status"
+        finally:
+            trusted.close()
+    assert adapter.error_count == 0
+
+    polling = "/socket.io/?EIO=4&transport=polling"
+    websocket = "/socket.io/?EIO=4&transport=websocket"
+    message = (
+        f"Bad Request: Host {foreign!r} is not allowed on this server. "
+        "It is not in the app's TRUSTED_HOSTS.\n"
+    )
+    assert status_of(server, polling, foreign) == (400, message)
+    assert status_of(server, websocket, foreign, WEBSOCKET_UPGRADE) == (400, message)
+    for path in ("/api/tasks", "/api/tasks/aws01", "/websocket"):  # Flask's own check
+        status, text = status_of(server, path, foreign)
+        assert status == 400
+        assert "is not trusted" in text
+    trusted_host = f"127.0.0.1:{port}"
+    assert status_of(server, polling, trusted_host)[0] == 200
+    assert status_of(server, websocket, trusted_host, WEBSOCKET_UPGRADE)[0] == 101
+    assert status_of(server, "/api/tasks", trusted_host)[0] == 200
+
+
+@pytest.mark.parametrize("trusted", [["example.com", ".example.org"], ["localhost:5000"], []])
+def test_the_socketio_endpoint_trusts_exactly_the_hosts_flask_trusts(
+    apps: list[flask.Flask], served: Callable[[flask.Flask], LiveServer], trusted: list[str]
+) -> None:
+    app = make_app(apps, subjects=["aws01"])
+    app.config["TRUSTED_HOSTS"] = trusted
+    TaskEvents(app, SocketIO(app, async_mode="threading"))
+    server = served(app)
+    hosts = [
+        "example.com",
+        "example.com:8080",
+        "api.example.com",
+        "EXAMPLE.COM",
+        "example.org",
+        "api.example.org",
+        "rebind.example",
+        "localhost",
+        "localhost:6000",
+        "[::1]:5000",
+        "bad_name",
+    ]
+    flask_says = {host: status_of(server, "/api/tasks", host)[0] for host in hosts}
+    socketio_says = {
+        host: status_of(server, "/socket.io/?EIO=4&transport=polling", host)[0] for host in hosts
+    }
+    assert set(flask_says.values()) == ({200} if not trusted else {200, 400})
+    assert socketio_says == flask_says
+
+
+def test_trusted_hosts_follow_the_socketio_path(
+    apps: list[flask.Flask], served: Callable[[flask.Flask], LiveServer]
+) -> None:
+    app = make_app(apps, subjects=["aws01"])
+    app.config["TRUSTED_HOSTS"] = ["127.0.0.1"]
+    TaskEvents(app, SocketIO(app, async_mode="threading", path="live"))
+    server = served(app)
+    port = server.server.server_port
+    assert status_of(server, "/live/?EIO=4&transport=polling", f"127.0.0.1:{port}")[0] == 200
+    refused = status_of(server, "/live/?EIO=4&transport=polling", f"rebind.example:{port}")
+    assert refused[0] == 400
+    assert "It is not in the app's TRUSTED_HOSTS." in refused[1]

@@ -19,6 +19,13 @@ def _demo(args: argparse.Namespace) -> int:
     if args.task_seconds <= 0:
         print("--task-seconds: expected a number of seconds > 0", file=sys.stderr)
         return 2
+    from taskevents._hosts import AllowedHosts
+
+    try:
+        hosts = AllowedHosts.serving(args.host, args.allowed_host)
+    except ValueError as exc:
+        print(f"--allowed-host: {exc}", file=sys.stderr)
+        return 2
     log = logging.getLogger("taskevents")
     log.setLevel(logging.INFO)
     from taskevents.adapters.logging import console_handler
@@ -26,8 +33,12 @@ def _demo(args: argparse.Namespace) -> int:
     log.addHandler(console_handler())
     log.propagate = False
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    app, socketio = create_app(task_seconds=args.task_seconds, async_mode=args.async_mode)
-    print(f"taskevents demo: open http://{args.host}:{args.port}/ (Ctrl+C stops it)", flush=True)
+    app, socketio = create_app(
+        task_seconds=args.task_seconds, async_mode=args.async_mode, allowed_hosts=hosts
+    )
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"taskevents demo: open http://{shown}:{args.port}/ (Ctrl+C stops it)")
+    print(f"answering the host names {hosts.describe()} (more with --allowed-host)", flush=True)
     socketio.run(app, host=args.host, port=args.port, allow_unsafe_werkzeug=True, log_output=False)
     return 0
 
@@ -38,16 +49,33 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser(
         "demo", help="serve the dashboard with simulated configs aws01, aws02, aws03"
     )
-    demo.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    demo.add_argument("--port", type=int, default=5000, help="port to listen on")
     demo.add_argument(
-        "--task-seconds", type=float, default=5.0, help="how long a simulated task runs"
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--port", type=int, default=5000, help="port to listen on (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--task-seconds",
+        type=float,
+        default=5.0,
+        help="how long a simulated task runs (default: %(default)s)",
     )
     demo.add_argument(
         "--async-mode",
         choices=["threading", "gevent"],
         default="threading",
-        help="Flask-SocketIO async mode",
+        help="Flask-SocketIO async mode (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for the host NAME (repeatable; *.example.com for its "
+        "subdomains). Default: only the --host address and localhost, 127.0.0.1, [::1]; "
+        "with --host 0.0.0.0 or ::, also this machine's name and any IP address. "
+        "Other Host headers get 400, against DNS rebinding",
     )
     args = parser.parse_args(argv)
     if args.command == "demo":

@@ -4,6 +4,11 @@ Simulated configs ``aws01``, ``aws02`` and ``aws03``; ``POST /api/tasks/<config_
 starts a simulated task that passes through several progress stages (and fails when
 asked to); the dashboard at ``/`` and ``/websocket`` watches it all live.
 Run it with ``taskevents demo``.
+
+Against DNS rebinding, the app answers only the host names it is served on
+(``taskevents._hosts.AllowedHosts``): any other ``Host`` gets a 400 on every path,
+Socket.IO included. Against cross-site requests, the task endpoint refuses an
+``Origin`` other than the app's own.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flask
 
+from taskevents._hosts import AllowedHosts, HostCheck, same_origin
 from taskevents.emitter import Emitter
 from taskevents.events import TaskEvent
 from taskevents.exceptions import SubjectBusy
@@ -38,6 +44,9 @@ STAGES: Sequence[tuple[int, str, str]] = (
 )
 
 _TASK_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 
 class SimulatedTaskManager:
@@ -77,9 +86,19 @@ class SimulatedTaskManager:
 
 
 def create_app(
-    *, task_seconds: float = 5.0, async_mode: str | None = "threading", log: bool = True
+    *,
+    task_seconds: float = 5.0,
+    async_mode: str | None = "threading",
+    log: bool = True,
+    allowed_hosts: AllowedHosts | None = None,
 ) -> tuple[flask.Flask, Any]:
-    """The demo app and its SocketIO, ready for ``socketio.run(app)``."""
+    """The demo app and its SocketIO, ready for ``socketio.run(app)``.
+
+    :param allowed_hosts: the ``Host`` names answered (default: those of 127.0.0.1,
+        ``AllowedHosts.serving("127.0.0.1")``); others get a 400 before reaching the
+        app or the Socket.IO endpoint. A request without a ``Host`` header (HTTP/1.0;
+        never a browser's) is let through.
+    """
     from flask_socketio import SocketIO
 
     app = flask.Flask("taskevents.demo")
@@ -96,9 +115,33 @@ def create_app(
     )
     app.extensions["taskevents_demo"] = manager
     app.add_url_rule("/", "index", app.view_functions["taskevents_dashboard.page"])
+    hosts = AllowedHosts.serving("127.0.0.1") if allowed_hosts is None else allowed_hosts
+    app.extensions["taskevents_demo_hosts"] = hosts
+
+    def host_allowed(environ: WSGIEnvironment) -> bool:
+        host = environ.get("HTTP_HOST")
+        return host is None or hosts.allows(str(host))
+
+    # Outermost, around Flask-SocketIO's middleware: /socket.io/ is checked too.
+    app.wsgi_app = HostCheck(  # type: ignore[method-assign]
+        app.wsgi_app,
+        host_allowed,
+        hint="To answer it, start taskevents demo with --allowed-host NAME.",
+    )
 
     @app.post("/api/tasks/<config_name>")
     def start_task(config_name: str) -> tuple[flask.Response, int] | flask.Response:
+        request = flask.request
+        origin = request.headers.get("Origin")
+        if origin is not None and not same_origin(
+            origin, request.scheme, request.headers.get("Host", "")
+        ):
+            return json_error(
+                403,
+                f"cross-origin request from {origin!r} refused: tasks start only from "
+                "this server's own pages, or from clients that send no Origin (curl)",
+                origin=origin,
+            )
         if config_name not in DEMO_CONFIGS:
             return json_error(404, f"unknown config_name {config_name!r}", config_name=config_name)
         body = flask.request.get_json(silent=True)

@@ -38,16 +38,24 @@ Configuration keys (all optional):
 ``TASKEVENTS_SOURCE``               the emitter's source (the app's import name)
 ``TASKEVENTS_DEMO``                 show the dashboard's "run a task" buttons
 =================================== ==============================================
+
+Flask's own ``TRUSTED_HOSTS`` is honoured on the Socket.IO endpoint too: Flask refuses
+a request for another host on its routes, and the extension wraps ``app.wsgi_app``
+(outside Flask-SocketIO's middleware) so that ``/socket.io/`` refuses it as well, with
+the same rules, read on every request. Set it against DNS rebinding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flask
+from werkzeug.exceptions import SecurityError
+from werkzeug.wsgi import get_host
 
+from taskevents._hosts import HostCheck
 from taskevents.adapters import Adapter, load_adapter
 from taskevents.adapters.socketio import (
     Authenticate,
@@ -58,6 +66,9 @@ from taskevents.adapters.socketio import (
 from taskevents.emitter import Emitter
 from taskevents.events import json_copy
 from taskevents.exceptions import ValidationError
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 __all__ = ["TaskEvents", "TaskEventsState", "json_error"]
 
@@ -128,6 +139,36 @@ def _subjects(value: object) -> dict[str, Mapping[str, Any]]:
     )
 
 
+def _socketio_path(app: flask.Flask, socketio: Any) -> str:
+    """Where the Engine.IO middleware in front of ``app`` serves (``"/socket.io/"``)."""
+    layer: Any = app.wsgi_app
+    for _ in range(20):  # down the chain of middlewares, to Flask-SocketIO's
+        path = getattr(layer, "engineio_path", None)
+        if isinstance(path, str):
+            return path
+        layer = getattr(layer, "app", None) or getattr(layer, "wsgi_app", None)
+        if layer is None:
+            break
+    path = getattr(getattr(socketio, "sockio_mw", None), "engineio_path", None)
+    return path if isinstance(path, str) else "/socket.io/"
+
+
+def _trusted_by(app: flask.Flask) -> Callable[[WSGIEnvironment], bool]:
+    """``allows(environ)``: Flask's ``TRUSTED_HOSTS`` check, as Flask makes it."""
+
+    def allows(environ: WSGIEnvironment) -> bool:
+        trusted = app.config.get("TRUSTED_HOSTS")
+        if trusted is None:
+            return True
+        try:
+            get_host(environ, trusted)
+        except SecurityError:
+            return False
+        return True
+
+    return allows
+
+
 def json_error(status: int, message: str, **details: Any) -> flask.Response:
     """A JSON error response: ``{"error": {"message": ..., **details}}``."""
     response = flask.jsonify({"error": {"message": message, **details}})
@@ -176,6 +217,11 @@ class TaskEvents:
 
     def init_app(self, app: flask.Flask, socketio: Any = None) -> None:
         """Set the extension up for ``app``.
+
+        A ``socketio`` given must already be set up with ``app`` (``SocketIO(app)``,
+        or its ``init_app(app)`` first): the extension wraps ``app.wsgi_app`` around
+        Flask-SocketIO's middleware, so that Flask's ``TRUSTED_HOSTS`` (read on every
+        request) guards the Socket.IO endpoint too.
 
         :raises ValidationError: a ``TASKEVENTS_*`` setting is wrong (the message names
             it); nothing is left connected or registered.
@@ -246,6 +292,14 @@ class TaskEvents:
         adapter.connect(emitter)
         for other in state.adapters:
             other.connect(emitter)
+        # Flask checks TRUSTED_HOSTS on its routes only; Flask-SocketIO's middleware
+        # answers /socket.io/ before Flask sees the request, so check it out here.
+        app.wsgi_app = HostCheck(  # type: ignore[method-assign]
+            app.wsgi_app,
+            _trusted_by(app),
+            prefix=_socketio_path(app, socketio),
+            hint="It is not in the app's TRUSTED_HOSTS.",
+        )
         app.extensions["taskevents"] = state
 
     # -- access ------------------------------------------------------------------------
