@@ -61,6 +61,7 @@ from taskevents.adapters.socketio import (
     Authenticate,
     Authorize,
     SocketIOAdapter,
+    resolve_identity,
     snapshot_payload,
 )
 from taskevents.emitter import Emitter
@@ -353,11 +354,11 @@ class TaskEvents:
         scheme, _, token = header.partition(" ")
         auth = {"token": token.strip()} if scheme.lower() == "bearer" and token.strip() else None
         try:
-            identity = self.authenticate(flask.request.environ, auth)
+            accepted, identity, _ = resolve_identity(self.authenticate(flask.request.environ, auth))
         except Exception as exc:
             self.state().socketio_adapter.errors.report(exc, "in the authenticate hook")
             return False, None
-        return identity is not None and identity is not False, identity
+        return accepted, identity
 
     # -- blueprints --------------------------------------------------------------------
 
