@@ -22,6 +22,7 @@ from .exceptions import (
     TaskEventsError,
     ValidationError,
 )
+from .signals import define_event_type
 from .state import MemoryStateStore, StateStore, SubjectState, TaskInfo
 
 __version__ = "0.1.0"
@@ -46,5 +47,6 @@ __all__ = [
     "TaskTracker",
     "ValidationError",
     "available_adapters",
+    "define_event_type",
     "load_adapter",
 ]

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from . import _checks
 from .events import (
+    LIFECYCLE_TYPES,
     TASK_CANCELLED,
     TASK_COMPLETED,
     TASK_FAILED,
     TASK_PROGRESS,
     TASK_STARTED,
-    EventType,
     TaskEvent,
     _check_text_encodable,
-    _envelope_size,
     check_json,
+    is_event_type,
     json_copy,
     json_copy_sized,
 )
@@ -77,9 +79,9 @@ def _shorten_message(message: str) -> str:
 
 
 def error_details(error: BaseException | str | Mapping[str, Any]) -> dict[str, Any]:
-    """``{"type": ..., "message": ...}`` for an exception or a message. An exception's
-    message is shortened to :data:`MAX_ERROR_MESSAGE` characters, and is its type name
-    when ``str()`` fails."""
+    """``{"type": ..., "message": ...}`` for an exception or a message. A message is
+    shortened to :data:`~taskevents.emitter.MAX_ERROR_MESSAGE` characters; an
+    exception's is its type name when ``str()`` fails."""
     if isinstance(error, BaseException):
         return {"type": type(error).__name__, "message": _message_of(error)}
     if isinstance(error, str):
@@ -138,6 +140,9 @@ class Emitter:
             )
         self.idle_subject_seconds = idle_subject_seconds
         self._next_sweep = time.monotonic() + 1.0
+        # Per subject, held from the store operation until the signal is sent.
+        self._order: dict[str, threading.RLock] = {}
+        self._order_mutex = threading.Lock()
         # Unique across processes, cheap per event: a random prefix and a counter.
         self._id_prefix = uuid.uuid4().hex[:16] + "-"
         self._counter = itertools.count(1)
@@ -177,17 +182,31 @@ class Emitter:
         return forgotten
 
     def _forget(self, subject: str, reason: str) -> bool:
-        state = self.state
-        try:
-            lock = state.lock(subject)
-        except KeyError:
-            return False
-        with lock:
-            # Under the subject's lock, so receivers hear of it in stream order.
-            if not state.forget(subject):
-                return False
-            subject_forgotten.send(self, subject=subject, reason=reason)
-            return True
+        with self.ordered(subject):
+            # Under the subject's ordering lock: receivers hear of it in stream order.
+            forgotten = self.state.forget(subject)  # SubjectBusy while a task runs
+            self._order.pop(subject, None)
+            if forgotten:
+                subject_forgotten.send(self, subject=subject, reason=reason)
+            return forgotten
+
+    @contextlib.contextmanager
+    def ordered(self, subject: str) -> Iterator[None]:
+        """Hold back ``subject``'s events while the block runs: none is recorded or
+        reaches a receiver meanwhile, so what the block reads of the state is exactly
+        what receivers have been given. (The Socket.IO adapter takes a new
+        subscriber's snapshot this way.) Keep the block short."""
+        locks = self._order
+        while True:
+            lock = locks.get(subject)
+            if lock is None:
+                with self._order_mutex:
+                    lock = locks.setdefault(subject, threading.RLock())
+            with lock:
+                if locks.get(subject) is not lock:
+                    continue  # forgotten while this waited: take the new lock
+                yield
+                return
 
     def _maybe_sweep(self) -> None:
         keep = self.keep_idle_subjects
@@ -224,19 +243,13 @@ class Emitter:
         size = 2
         if details:
             details, size = json_copy_sized(details, "details")
-        event_size = self._check_size(size, "details", subject, task_id, task_type)
+        event_size = self._check_size(size, "details", subject, task_id + task_type)
         if exclusive is None:
             exclusive = self.exclusive
         self._maybe_sweep()
-        state = self.state
-        with state.lock(subject, create=True):
-            running = state.running_task(subject)
-            if running is not None:
-                if exclusive:
-                    raise SubjectBusy(subject, running[0], running[1])
-                if state.running_task(subject, task_id) is not None:
-                    raise ValidationError("task_id", "an id not already running", task_id)
-            return self._send(TASK_STARTED, subject, task_id, task_type, details, event_size)
+        return self._record(
+            TASK_STARTED, subject, task_id, task_type, details, event_size, exclusive
+        )
 
     def progress(
         self,
@@ -301,8 +314,8 @@ class Emitter:
         name and message are sent, never its traceback), a message, or a JSON object.
 
         An exception or a message always ends the task: a message longer than
-        :data:`MAX_ERROR_MESSAGE` is shortened, and an exception whose ``str()`` fails
-        is reported by its type name. A JSON object is checked like any data
+        :data:`~taskevents.emitter.MAX_ERROR_MESSAGE` is shortened, and an exception
+        whose ``str()`` fails is reported by its type name. A JSON object is checked like any data
         (:class:`ValidationError` when it is not JSON or too large)."""
         details, size = json_copy_sized(error_details(error), "error")
         return self._emit_for_running(
@@ -317,6 +330,29 @@ class Emitter:
         return self._emit_for_running(
             TASK_CANCELLED, subject, task_id, {"reason": reason}, size, "reason"
         )
+
+    def emit(
+        self, subject: str, type: str, *, task_id: str | None = None, **data: Any
+    ) -> TaskEvent:
+        """Emit an event of a type declared with :func:`~taskevents.define_event_type`
+        (e.g. ``"task_log"``) for the running task on ``subject``; ``data`` (JSON) is
+        the event's data. It gets a seq and is kept in the history like any event, but
+        changes no state.
+
+        :param task_id: which task, when several run; the newest by default.
+        :raises ValidationError: ``type`` is not a declared type (the lifecycle types
+            have their own methods), or ``data`` is not JSON or too large.
+        :raises NoRunningTask: no task runs on ``subject``.
+        """
+        if type in LIFECYCLE_TYPES or type == TASK_PROGRESS or not is_event_type(type):
+            raise ValidationError(
+                "type",
+                "an event type declared with taskevents.define_event_type() "
+                "(lifecycle events have their own methods)",
+                type,
+            )
+        copied, size = json_copy_sized(data, "data")
+        return self._emit_for_running(type, subject, task_id, copied, size, "data")
 
     def track(
         self,
@@ -348,65 +384,72 @@ class Emitter:
 
     # -- internals ------------------------------------------------------------------
 
-    def _check_size(
-        self, data_size: int, field: str, subject: str, task_id: str, task_type: str
-    ) -> int:
-        size = data_size + _envelope_size(subject, task_id, task_type, self.source)
-        if size > self.max_event_size:
+    def _check_size(self, data_size: int, field: str, subject: str, names: str = "") -> int:
+        """The event's size less its running task's id and type (``names`` when they
+        are known already); ValidationError above ``max_event_size``."""
+        size = data_size + len(subject) + len(self.source) + 160
+        if size + len(names) > self.max_event_size:
             raise ValidationError(
                 field,
                 f"an event of at most {self.max_event_size} characters of JSON "
                 "(the emitter's max_event_size)",
-                f"about {size} characters",
+                f"about {size + len(names)} characters",
             )
         return size
 
     def _emit_for_running(
         self,
-        type_: EventType,
+        type_: str,
         subject: str,
         task_id: str | None,
         data: dict[str, Any],
         data_size: int,
         field: str,
     ) -> TaskEvent:
-        state = self.state
-        try:
-            lock = state.lock(subject)
-        except KeyError:
-            raise NoRunningTask(subject, task_id) from None
-        with lock:
-            running = state.running_task(subject, task_id)
-            if running is None:
-                raise NoRunningTask(subject, task_id)
-            size = self._check_size(data_size, field, subject, running[0], running[1])
-            return self._send(type_, subject, running[0], running[1], data, size)
+        size = self._check_size(data_size, field, subject, task_id or "")
+        return self._record(type_, subject, task_id, None, data, size)
 
-    def _send(
+    def _record(
         self,
-        type_: EventType,
+        type_: str,
         subject: str,
-        task_id: str,
-        task_type: str,
+        task_id: str | None,
+        task_type: str | None,
         data: dict[str, Any],
         size: int,
+        exclusive: bool = False,
     ) -> TaskEvent:
-        # Called with the subject's lock held: seq, apply and send happen as one step.
-        event = TaskEvent(
-            self._id_prefix + str(next(self._counter)),
-            type_,
-            subject,
-            task_id,
-            task_type,
-            self.state.last_seq(subject) + 1,
-            _now(_utc),
-            self.source,
-            data,
-        )
-        event._size = size
-        self.state.apply(event)
-        SIGNALS[type_].send(self, event=event)
-        return event
+        """One store operation, then the signal, both under the subject's ordering lock:
+        local receivers get each subject's events in seq order."""
+        event_id = self._id_prefix + str(next(self._counter))
+        locks = self._order
+        while True:
+            lock = locks.get(subject)
+            if lock is None:
+                with self._order_mutex:
+                    lock = locks.setdefault(subject, threading.RLock())
+            with lock:
+                if locks.get(subject) is not lock:
+                    continue  # forgotten while this waited: take the new lock
+                try:
+                    event = self.state.record(
+                        type_,
+                        subject,
+                        task_id,
+                        task_type,
+                        data,
+                        event_id=event_id,
+                        time=_now(_utc),
+                        source=self.source,
+                        size=size,
+                        exclusive=exclusive,
+                    )
+                except NoRunningTask:
+                    if self.state.last_seq(subject) == 0:
+                        del locks[subject]  # no stream: keep no lock for it
+                    raise
+                SIGNALS[type_].send(self, event=event)
+                return event
 
 
 class TaskTracker:

@@ -20,6 +20,8 @@ __all__ = [
     "TASK_STARTED",
     "EventType",
     "TaskEvent",
+    "event_types",
+    "is_event_type",
 ]
 
 EventType = Literal[
@@ -49,6 +51,21 @@ OUTCOME_TYPES: Final[frozenset[str]] = frozenset((TASK_COMPLETED, TASK_FAILED, T
 
 CLOUDEVENTS_TYPE_PREFIX: Final = "io.taskevents."
 
+#: Event types the application declared (``taskevents.define_event_type``).
+_custom_types: set[str] = set()
+
+
+def event_types() -> tuple[str, ...]:
+    """Every event type: the lifecycle ones (:data:`EVENT_TYPES`), then those declared
+    with :func:`~taskevents.define_event_type`, sorted."""
+    return EVENT_TYPES + tuple(sorted(_custom_types))
+
+
+def is_event_type(name: object) -> bool:
+    """Whether ``name`` is a lifecycle type or a declared one."""
+    return name in EVENT_TYPES or name in _custom_types
+
+
 _FIELDS: Final = ("id", "type", "subject", "task_id", "task_type", "seq", "time", "source", "data")
 
 
@@ -61,7 +78,8 @@ class TaskEvent:
     :attr:`data` as read-only too: every receiver gets the same mapping.
 
     :param id: unique id; reused as the webhook id and the CloudEvents id.
-    :param type: one of :data:`EVENT_TYPES`.
+    :param type: one of :data:`EVENT_TYPES`, or a type declared with
+        :func:`~taskevents.define_event_type`.
     :param subject: what the task runs for and what clients subscribe to (the seed's
         ``config_name``, e.g. ``"aws01"``).
     :param task_id: the id of the task this event belongs to.
@@ -90,7 +108,7 @@ class TaskEvent:
     def __init__(
         self,
         id: str,
-        type: EventType,
+        type: str,
         subject: str,
         task_id: str,
         task_type: str,
@@ -118,8 +136,9 @@ class TaskEvent:
         return self._id
 
     @property
-    def type(self) -> EventType:
-        """One of :data:`EVENT_TYPES`."""
+    def type(self) -> str:
+        """One of :data:`EVENT_TYPES`, or a type declared with
+        :func:`~taskevents.define_event_type`."""
         return self._type
 
     @property
@@ -229,8 +248,10 @@ class TaskEvent:
             if not isinstance(value, str) or not value:
                 raise ValidationError(name, "a non-empty string", value)
         type_ = raw.get("type")
-        if type_ not in EVENT_TYPES:
-            raise ValidationError("type", f"one of {', '.join(EVENT_TYPES)}", type_)
+        if not is_event_type(type_):
+            raise ValidationError(
+                "type", f"one of {', '.join(event_types())} (declare others first)", type_
+            )
         seq = raw.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
             raise ValidationError("seq", "a positive integer", seq)
@@ -240,7 +261,7 @@ class TaskEvent:
         data = json_copy(data, "data")
         return cls(
             id=raw["id"],
-            type=cast(EventType, type_),
+            type=cast(str, type_),
             subject=raw["subject"],
             task_id=raw["task_id"],
             task_type=raw["task_type"],

@@ -21,6 +21,7 @@ task, so slow work belongs in a :class:`~taskevents.BackgroundAdapter`.
 from __future__ import annotations
 
 import inspect
+import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -28,12 +29,14 @@ from typing import Any, Final
 import blinker
 
 from . import _reporting
+from . import events as _events
 from ._reporting import ErrorReporter
-from .events import EventType
+from .exceptions import ValidationError
 
 __all__ = [
     "ERROR_LOG_INTERVAL",
     "SIGNALS",
+    "define_event_type",
     "receiver_errors",
     "subject_forgotten",
     "task_cancelled",
@@ -133,11 +136,56 @@ subject_forgotten = _signals.signal(
     'get ``subject: str`` and ``reason: str`` (``"forgotten"`` or ``"expired"``).',
 )
 
-#: The signal for each event type.
-SIGNALS: Final[Mapping[EventType, TaskSignal]] = {
+#: The signal for each event type (declared types included, once declared).
+_SIGNALS: dict[str, TaskSignal] = {
     "task_started": task_started,
     "task_progress": task_progress,
     "task_completed": task_completed,
     "task_failed": task_failed,
     "task_cancelled": task_cancelled,
 }
+SIGNALS: Final[Mapping[str, TaskSignal]] = _SIGNALS
+
+
+_TYPE_NAME = re.compile(r"task_[a-z][a-z0-9_]{0,58}\Z")
+#: Called with each newly declared type (adapters that take every type connect to it).
+_type_listeners: list[Callable[[str], None]] = []
+
+
+def define_event_type(name: str) -> TaskSignal:
+    """Declare an event type of your own, e.g. ``"task_log"`` or ``"task_artifact"``,
+    and return its signal (named like the others: ``task-log``). Declaring a type again
+    returns the same signal.
+
+    Events of the type are emitted with :meth:`Emitter.emit <taskevents.Emitter.emit>`
+    for a running task. They get a seq, are kept in the history and replayed on resume
+    like any event, but leave the task's state alone. Adapters that take every type
+    receive them; Socket.IO clients get them as ``task_status_update`` with
+    ``update.event`` set to the type.
+
+    :param name: ``task_`` then lowercase letters, digits and ``_`` (at most 64
+        characters in all); not a lifecycle type.
+    :raises ValidationError: for any other name.
+    """
+    if name in _events.EVENT_TYPES or not isinstance(name, str) or not _TYPE_NAME.match(name):
+        raise ValidationError(
+            "name",
+            "'task_' then lowercase letters, digits and _ (at most 64 characters), "
+            "not a lifecycle type",
+            name,
+        )
+    with _define_lock:
+        signal = _SIGNALS.get(name)
+        if signal is None:
+            signal = _signals.signal(name.replace("_", "-"), f"Events of the declared type {name}.")
+            _SIGNALS[name] = signal
+            _events._custom_types.add(name)
+            listeners = list(_type_listeners)
+        else:
+            return signal
+    for listener in listeners:
+        listener(name)
+    return signal
+
+
+_define_lock = threading.Lock()

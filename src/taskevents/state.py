@@ -9,18 +9,17 @@ reads the state sees it consistent with the event it is handling.
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from time import monotonic as _monotonic
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ._checks import positive_int
 from ._checks import subject as check_subject
-from .events import TASK_PROGRESS, TASK_STARTED, TaskEvent
-from .exceptions import SubjectBusy
+from .events import OUTCOME_TYPES, TASK_PROGRESS, TASK_STARTED, TaskEvent
+from .exceptions import NoRunningTask, SubjectBusy, ValidationError
 
 __all__ = ["MemoryStateStore", "StateStore", "SubjectState", "TaskInfo"]
 
@@ -93,11 +92,33 @@ class SubjectState:
 class StateStore(Protocol):
     """Where an emitter keeps subject state. :class:`MemoryStateStore` is the default."""
 
-    def lock(self, subject: str, *, create: bool = False) -> AbstractContextManager[Any]:
-        """The subject's re-entrant lock. Emitters hold it while they build, apply and
-        send an event, so that emitters sharing a store keep seq gap-free and ordered.
+    def record(
+        self,
+        type: str,
+        subject: str,
+        task_id: str | None,
+        task_type: str | None,
+        data: Mapping[str, Any],
+        *,
+        event_id: str,
+        time: datetime,
+        source: str,
+        size: int = -1,
+        exclusive: bool = False,
+    ) -> TaskEvent:
+        """The one operation of an emit, done atomically: check the task, assign the
+        next seq, build the event, apply it and add it to the history.
 
-        :raises KeyError: for an unknown subject unless ``create`` is true.
+        For ``task_started``, ``task_id`` and ``task_type`` are the new task's, and the
+        subject is created if unknown. For every other type, the event belongs to the
+        running task ``task_id`` (None: the newest), whose type is used.
+
+        :param size: the event's :attr:`~taskevents.TaskEvent.size` less the length of
+            its task id and task type, if known.
+        :param exclusive: for ``task_started``: refuse if a task runs.
+        :raises SubjectBusy: ``exclusive`` and a task runs; nothing is recorded.
+        :raises NoRunningTask: no such running task; nothing is recorded.
+        :raises ValidationError: a ``task_started`` with the id of a running task.
         """
         ...
 
@@ -193,35 +214,7 @@ class _Subject:
         self.history_bytes = 0
         self.registered = False
         self.forgotten = False
-        self.active_at = time.monotonic()
-
-
-class _SubjectLock:
-    """Holds a subject's lock. If the subject is forgotten while this waits for it, it
-    takes the lock of the subject's new record instead, so two emitters never work on
-    one subject under different locks."""
-
-    __slots__ = ("_create", "_rec", "_store", "_subject")
-
-    def __init__(self, store: MemoryStateStore, subject: str, create: bool) -> None:
-        self._store = store
-        self._subject = subject
-        self._create = create
-        self._rec: _Subject | None = None
-
-    def __enter__(self) -> _SubjectLock:
-        while True:
-            rec = self._store._get(self._subject, self._create)
-            rec.lock.acquire()
-            if not rec.forgotten:
-                self._rec = rec
-                return self
-            rec.lock.release()
-
-    def __exit__(self, *exc_info: object) -> None:
-        rec, self._rec = self._rec, None
-        assert rec is not None
-        rec.lock.release()
+        self.active_at = _monotonic()
 
 
 class MemoryStateStore:
@@ -250,9 +243,78 @@ class MemoryStateStore:
                     rec = self._subjects[subject] = _Subject()
         return rec
 
-    def lock(self, subject: str, *, create: bool = False) -> _SubjectLock:
-        self._get(subject, create)  # KeyError now for an unknown subject
-        return _SubjectLock(self, subject, create)
+    def _locked(self, subject: str, create: bool) -> _Subject | None:
+        """The subject's record with its lock held (the caller releases it), or None
+        for an unknown subject unless ``create``."""
+        while True:
+            rec = self._subjects.get(subject)
+            if rec is None:
+                if not create:
+                    return None
+                rec = self._get(subject, True)
+            rec.lock.acquire()
+            if not rec.forgotten:
+                return rec
+            rec.lock.release()  # forgotten meanwhile: take the new record
+
+    def record(
+        self,
+        type: str,
+        subject: str,
+        task_id: str | None,
+        task_type: str | None,
+        data: Mapping[str, Any],
+        *,
+        event_id: str,
+        time: datetime,
+        source: str,
+        size: int = -1,
+        exclusive: bool = False,
+    ) -> TaskEvent:
+        starting = type == TASK_STARTED
+        rec = self._locked(subject, starting)
+        if rec is None:
+            raise NoRunningTask(subject, task_id)
+        try:
+            running = rec.running
+            if starting:
+                if running:
+                    if exclusive:
+                        task = next(reversed(running.values()))
+                        raise SubjectBusy(subject, task.task_id, task.task_type)
+                    if task_id in running:
+                        raise ValidationError("task_id", "an id not already running", task_id)
+            else:
+                if task_id is None:
+                    if not running:
+                        raise NoRunningTask(subject, None)
+                    task = next(reversed(running.values()))
+                else:
+                    found = running.get(task_id)
+                    if found is None:
+                        raise NoRunningTask(subject, task_id)
+                    task = found
+                task_id = task.task_id
+                task_type = task.task_type
+            assert task_id is not None
+            assert task_type is not None
+            event = TaskEvent(
+                event_id,
+                type,
+                subject,
+                task_id,
+                task_type,
+                rec.seq + 1,
+                time,
+                source,
+                data,
+            )
+            if size >= 0:
+                event._size = size + len(task_id) + len(task_type)
+            self._fold(rec, event)
+            return event
+        finally:
+            rec.lock.release()
 
     def running_task(self, subject: str, task_id: str | None = None) -> tuple[str, str] | None:
         rec = self._subjects.get(subject)
@@ -272,53 +334,62 @@ class MemoryStateStore:
         return rec.seq if rec is not None else 0
 
     def apply(self, event: TaskEvent) -> bool:
-        # On every emit: slots are read directly rather than through the properties.
-        rec = self._subjects.get(event._subject) or self._get(event._subject, True)
-        with rec.lock:
+        rec = self._locked(event._subject, True)
+        assert rec is not None
+        try:
             if event._seq <= rec.seq:
                 return False
-            type_ = event._type
-            if type_ == TASK_PROGRESS:
-                task = rec.running.get(event._task_id)
-                if task is not None:
-                    task.progress = event._data
-            elif type_ == TASK_STARTED:
-                rec.running[event.task_id] = _Task(event.task_id, event.task_type, event.time)
-            else:
-                ended = rec.running.pop(event.task_id, None)
-                data = event.data
-                error = data.get("error")
-                rec.last = TaskInfo(
-                    task_id=event.task_id,
-                    task_type=event.task_type,
-                    started_at=ended.started_at if ended else event.time,
-                    progress=ended.progress if ended else None,
-                    ended_at=event.time,
-                    outcome=type_[len("task_") :],  # type: ignore[arg-type]
-                    result=data.get("result"),
-                    error=error if isinstance(error, Mapping) else None,
-                    reason=data.get("reason"),
-                )
-            rec.seq = event._seq
-            rec.active_at = time.monotonic()
-            history = rec.history
-            history.append(event)
-            total = rec.history_bytes + (event._size if event._size >= 0 else event.size)
-            while len(history) > self.history_size or total > self.history_bytes:
+            self._fold(rec, event)
+            return True
+        finally:
+            rec.lock.release()
+
+    def _fold(self, rec: _Subject, event: TaskEvent) -> None:
+        # On every emit, with the record's lock held: slots are read directly.
+        type_ = event._type
+        if type_ == TASK_PROGRESS:
+            task = rec.running.get(event._task_id)
+            if task is not None:
+                task.progress = event._data
+        elif type_ == TASK_STARTED:
+            rec.running[event._task_id] = _Task(event._task_id, event._task_type, event._time)
+        elif type_ in OUTCOME_TYPES:
+            ended = rec.running.pop(event._task_id, None)
+            data = event._data
+            error = data.get("error")
+            rec.last = TaskInfo(
+                task_id=event._task_id,
+                task_type=event._task_type,
+                started_at=ended.started_at if ended else event._time,
+                progress=ended.progress if ended else None,
+                ended_at=event._time,
+                outcome=type_[len("task_") :],  # type: ignore[arg-type]
+                result=data.get("result"),
+                error=error if isinstance(error, Mapping) else None,
+                reason=data.get("reason"),
+            )
+        rec.seq = event._seq
+        rec.active_at = _monotonic()
+        history = rec.history
+        history.append(event)
+        size = event._size
+        total = rec.history_bytes + (size if size >= 0 else event.size)
+        if len(history) > self.history_size or total > self.history_bytes:
+            while history and (len(history) > self.history_size or total > self.history_bytes):
                 oldest = history.popleft()
                 total -= oldest._size if oldest._size >= 0 else oldest.size
-                if not history:
-                    break
-            rec.history_bytes = total
-            return True
+        rec.history_bytes = total
 
     def register(self, subject: str, metadata: Mapping[str, Any] | None = None) -> None:
         check_subject(subject)
-        with self.lock(subject, create=True):
-            rec = self._get(subject, False)
+        rec = self._locked(subject, True)
+        assert rec is not None
+        try:
             rec.registered = True
             if metadata:
                 rec.metadata.update(metadata)
+        finally:
+            rec.lock.release()
 
     def subjects(self) -> list[str]:
         return sorted(self._subjects)
@@ -381,7 +452,7 @@ class MemoryStateStore:
             return True
 
     def expired(self, *, keep: int | None, idle_seconds: float | None) -> list[str]:
-        cutoff = time.monotonic() - idle_seconds if idle_seconds is not None else None
+        cutoff = _monotonic() - idle_seconds if idle_seconds is not None else None
         idle = [
             (rec.active_at, subject)
             for subject, rec in list(self._subjects.items())

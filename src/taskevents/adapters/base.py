@@ -27,9 +27,10 @@ from typing import Any, TypeVar
 
 import blinker
 
+from taskevents import signals as _signals
 from taskevents._checks import number, positive_int
 from taskevents._reporting import ErrorReporter
-from taskevents.events import EVENT_TYPES, TASK_PROGRESS, EventType, TaskEvent
+from taskevents.events import TASK_PROGRESS, TaskEvent, event_types
 from taskevents.exceptions import ValidationError
 from taskevents.signals import SIGNALS
 
@@ -40,18 +41,35 @@ logger = logging.getLogger("taskevents")
 A = TypeVar("A", bound="Adapter")
 
 
-def _check_types(types: Iterable[str] | None) -> tuple[EventType, ...]:
+def _check_types(types: Iterable[str] | None) -> tuple[str, ...]:
+    known = event_types()
     if types is None:
-        return EVENT_TYPES
+        return known
     if isinstance(types, str):
         raise ValidationError("types", "a collection of event types, not a single string", types)
     chosen = set(types)
-    unknown = chosen.difference(EVENT_TYPES)
+    unknown = chosen.difference(known)
     if unknown:
         raise ValidationError(
-            "types", f"event types among {', '.join(EVENT_TYPES)}", sorted(unknown)[0]
+            "types",
+            f"event types among {', '.join(known)} (declare others first)",
+            sorted(unknown)[0],
         )
-    return tuple(t for t in EVENT_TYPES if t in chosen)
+    return tuple(t for t in known if t in chosen)
+
+
+#: Connected adapters that take every type, also those declared later.
+_every_type: weakref.WeakSet[Adapter] = weakref.WeakSet()
+
+
+def _connect_new_type(name: str) -> None:
+    for adapter in list(_every_type):
+        adapter.types = (*adapter.types, name)
+        for sender in adapter._connected_to:
+            SIGNALS[name].connect(adapter._receive, sender=sender, weak=False)
+
+
+_signals._type_listeners.append(_connect_new_type)
 
 
 def _check_subjects(subjects: Iterable[str] | None) -> frozenset[str] | None:
@@ -71,14 +89,16 @@ def _check_subjects(subjects: Iterable[str] | None) -> frozenset[str] | None:
 class Adapter(abc.ABC):
     """Base class of every adapter.
 
-    :param types: the event types to receive (default: all of them).
+    :param types: the event types to receive (default: all of them, including types
+        declared later with :func:`~taskevents.define_event_type`).
     :param subjects: the subjects to receive (default: all of them).
     """
 
     def __init__(
         self, *, types: Iterable[str] | None = None, subjects: Iterable[str] | None = None
     ) -> None:
-        self.types: tuple[EventType, ...] = _check_types(types)
+        self.types: tuple[str, ...] = _check_types(types)
+        self._every_type = types is None
         self.subjects: frozenset[str] | None = _check_subjects(subjects)
         self.errors = ErrorReporter(f"adapter {type(self).__name__}")
         self._connected_to: list[Any] = []
@@ -106,6 +126,9 @@ class Adapter(abc.ABC):
         The signals hold the adapter strongly until :meth:`disconnect` or :meth:`close`.
         """
         sender = blinker.ANY if emitter is None else emitter
+        if self._every_type:
+            self.types = event_types()
+            _every_type.add(self)
         for type_ in self.types:
             SIGNALS[type_].connect(self._receive, sender=sender, weak=False)
         self._connected_to.append(sender)
@@ -114,6 +137,7 @@ class Adapter(abc.ABC):
     def disconnect(self) -> None:
         """Stop receiving events."""
         if self._connected_to:
+            _every_type.discard(self)
             for type_ in self.types:
                 # From every sender at once: blinker keeps a receiver disconnected from
                 # one sender only in its table.
@@ -223,7 +247,7 @@ class BackgroundAdapter(Adapter):
     :param max_attempts: give an event up after this many failed attempts (logged and
         counted as dropped); None retries until delivered or closed.
 
-    An error that retrying cannot fix (:meth:`is_permanent`: by default a
+    An error that retrying cannot fix (:meth:`~BackgroundAdapter.is_permanent`: by default a
     ``TypeError``, ``ValueError`` or ``RecursionError``, such as an event the sink
     cannot encode) gives the event up at once, logged and counted as ``dropped`` and
     ``rejected``: no single event can hold the queue for ever.

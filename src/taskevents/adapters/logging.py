@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -20,13 +21,14 @@ from typing import IO, Any
 
 from taskevents._optional import require
 from taskevents.events import (
-    EVENT_TYPES,
     TASK_CANCELLED,
     TASK_COMPLETED,
     TASK_FAILED,
     TASK_PROGRESS,
     TASK_STARTED,
     TaskEvent,
+    event_types,
+    is_event_type,
 )
 from taskevents.exceptions import ValidationError
 
@@ -54,8 +56,23 @@ def _level(value: object, field: str) -> int:
     raise ValidationError(field, "a logging level (e.g. 20 or 'INFO')", value)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters escaped: an event cannot forge log lines."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode(), text)
+
+
 def describe(event: TaskEvent) -> str:
-    """A one-line, human-readable account of ``event``."""
+    """A one-line, human-readable account of ``event`` (control characters in its
+    text are escaped)."""
+    return _one_line(_describe(event))
+
+
+def _describe(event: TaskEvent) -> str:
     data = event.data
     head = f"{event.subject}: {event.task_type}"
     type_ = event.type
@@ -76,7 +93,9 @@ def describe(event: TaskEvent) -> str:
     if type_ == TASK_CANCELLED:
         reason = data.get("reason")
         return f"{head} cancelled" + (f": {reason}" if reason else "")
-    return f"{head} completed"
+    if type_ == TASK_COMPLETED:
+        return f"{head} completed"
+    return f"{head} {type_}: {json.dumps(dict(data), ensure_ascii=False)[:500]}"
 
 
 class LoggingAdapter(Adapter):
@@ -105,13 +124,13 @@ class LoggingAdapter(Adapter):
         self.logger = logger
         chosen = dict(DEFAULT_LEVELS)
         for type_, level in (levels or {}).items():
-            if type_ not in EVENT_TYPES:
-                raise ValidationError("levels", f"keys among {', '.join(EVENT_TYPES)}", type_)
+            if not is_event_type(type_):
+                raise ValidationError("levels", f"keys among {', '.join(event_types())}", type_)
             chosen[type_] = _level(level, f"levels[{type_!r}]")
         self.levels: Mapping[str, int] = chosen
 
     def handle(self, event: TaskEvent) -> None:
-        level = self.levels[event.type]
+        level = self.levels.get(event.type, logging.INFO)
         if not self.logger.isEnabledFor(level):
             return
         self.logger.log(

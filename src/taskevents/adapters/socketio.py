@@ -60,7 +60,8 @@ logger = logging.getLogger("taskevents")
 PROTOCOL_VERSION = 2
 #: ``authenticate(environ, auth) -> identity``: environ is the WSGI environ of the
 #: connection, auth what the client sent as ``auth``. Return None or False to refuse,
-#: or an :class:`Expiring` identity to have the connection closed when it expires.
+#: or an :class:`~taskevents.adapters.socketio.Expiring` identity to have the
+#: connection closed when it expires.
 Authenticate = Callable[[Mapping[str, Any], Any], Any]
 #: ``authorize(identity, subject) -> bool``: may this client watch this subject?
 Authorize = Callable[[Any, str], bool]
@@ -123,7 +124,8 @@ def update_payload(event: TaskEvent, *, still_busy: bool = False) -> dict[str, A
 
     ``update`` holds exactly what the original system sent (``event``, then
     ``task_type`` and ``status`` for a start, ``progress`` for progress, ``result`` and
-    ``status`` for a completion), plus new keys only.
+    ``status`` for a completion), plus new keys only. An event of a declared type
+    (:func:`~taskevents.define_event_type`) has its data under ``data``.
 
     :param still_busy: for an outcome, whether other tasks still run on the subject
         (possible with ``exclusive=False``); ``status`` is then ``"busy"``.
@@ -150,6 +152,8 @@ def update_payload(event: TaskEvent, *, still_busy: bool = False) -> dict[str, A
     elif type_ == TASK_CANCELLED:
         update["reason"] = data.get("reason")
         update["status"] = end_status
+    else:  # a type the application declared
+        update["data"] = dict(data)
     update["task_id"] = event.task_id
     if type_ != TASK_STARTED:
         update["task_type"] = event.task_type
@@ -724,16 +728,14 @@ class SocketIOAdapter(BackgroundAdapter):
                     field="config_name",
                     config_name=subject,
                 )
-            try:
-                lock = state.lock(subject)
-            except KeyError:
+            if state.snapshot(subject) is None:
                 raise _BadRequest(
                     event,
                     f"{event}: unknown config_name {subject!r}",
                     field="config_name",
                     expected="the name of a registered config",
                     config_name=subject,
-                ) from None
+                )
             with self._clients_lock:
                 if subject not in client.subjects:
                     if len(client.subjects) >= self.max_subscriptions:
@@ -753,13 +755,18 @@ class SocketIOAdapter(BackgroundAdapter):
             return
         if since is not None and stream is not None and stream != self.stream_id:
             since = -1  # a seq from another stream (a restart) means nothing here
-        with lock:
-            # Nothing happens to the subject until the worker has the join in its queue,
-            # so the client gets exactly the events after the snapshot (or the replay).
+        with self.emitter.ordered(subject):
+            # No event of the subject reaches the adapter until the worker has the join in
+            # its queue, so the client gets exactly the events after the snapshot.
             snapshot = state.snapshot(subject)
             replay = state.history(subject, since) if since is not None and since >= 0 else None
-            assert snapshot is not None
-            self.call_soon(subject, functools.partial(self._join, sid, snapshot, since, replay))
+            if snapshot is not None:
+                self.call_soon(subject, functools.partial(self._join, sid, snapshot, since, replay))
+                return
+        with self._clients_lock:  # forgotten meanwhile
+            self._pending_joins.discard((sid, subject))
+            client.subjects.discard(subject)
+        self._send(sid, "unsubscribed", {"config_name": subject, "reason": "forgotten"})
 
     def _join(
         self, sid: str, snapshot: SubjectState, since: int | None, replay: list[TaskEvent] | None
