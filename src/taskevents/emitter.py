@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
@@ -24,6 +22,7 @@ from .events import (
     TASK_STARTED,
     TaskEvent,
     _check_text_encodable,
+    _next_event_number,
     check_json,
     is_event_type,
     json_copy,
@@ -31,6 +30,7 @@ from .events import (
 )
 from .exceptions import NoRunningTask, SubjectBusy, ValidationError
 from .signals import SIGNALS, subject_forgotten
+from .signals import _report as _report_receiver_error
 from .state import MemoryStateStore, StateStore
 
 __all__ = ["Emitter", "TaskTracker"]
@@ -40,13 +40,16 @@ logger = logging.getLogger("taskevents")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_utc = timezone.utc
-_now = datetime.now
+_time = time.time
 
 
 #: Longest error message kept from an exception or a message string; longer ones are
 #: cut (with "...") so that reporting a failure never fails.
 MAX_ERROR_MESSAGE = 4000
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _text_size(value: object, field: str) -> int:
@@ -128,9 +131,11 @@ class Emitter:
     ) -> None:
         _checks.name(source, "source")
         self.source = source
-        self.state: StateStore = state if state is not None else MemoryStateStore()
+        self._state: StateStore = state if state is not None else MemoryStateStore()
+        self._store_record = self._state.record
         self.exclusive = exclusive
         self.max_event_size = _checks.positive_int(max_event_size, "max_event_size")
+        self._envelope = len(source) + 160  # an event's JSON less its data, subject, ids
         if keep_idle_subjects is not None:
             _checks.positive_int(keep_idle_subjects, "keep_idle_subjects")
         self.keep_idle_subjects = keep_idle_subjects
@@ -143,18 +148,20 @@ class Emitter:
         # Per subject, held from the store operation until the signal is sent.
         self._order: dict[str, threading.RLock] = {}
         self._order_mutex = threading.Lock()
-        # Unique across processes, cheap per event: a random prefix and a counter.
-        self._id_prefix = uuid.uuid4().hex[:16] + "-"
-        self._counter = itertools.count(1)
 
     def __repr__(self) -> str:
         return f"<Emitter source={self.source!r}>"
+
+    @property
+    def state(self) -> StateStore:
+        """Where the emitter keeps subject state (read-only)."""
+        return self._state
 
     def register(self, subject: str, **metadata: Any) -> None:
         """Make ``subject`` known (idle) before any task runs, with optional metadata
         that snapshots carry (e.g. ``region="eu-west-1"``)."""
         _checks.subject(subject)
-        self.state.register(subject, json_copy(metadata, "metadata"))
+        self._state.register(subject, json_copy(metadata, "metadata"))
 
     def forget(self, subject: str) -> bool:
         """Forget everything about an idle ``subject``: its state, metadata and history.
@@ -171,7 +178,7 @@ class Emitter:
         ``idle_subject_seconds``); returns the subjects forgotten."""
         self._next_sweep = time.monotonic() + 1.0
         forgotten = []
-        for subject in self.state.expired(
+        for subject in self._state.expired(
             keep=self.keep_idle_subjects, idle_seconds=self.idle_subject_seconds
         ):
             try:
@@ -184,7 +191,7 @@ class Emitter:
     def _forget(self, subject: str, reason: str) -> bool:
         with self.ordered(subject):
             # Under the subject's ordering lock: receivers hear of it in stream order.
-            forgotten = self.state.forget(subject)  # SubjectBusy while a task runs
+            forgotten = self._state.forget(subject)  # SubjectBusy while a task runs
             self._order.pop(subject, None)
             if forgotten:
                 subject_forgotten.send(self, subject=subject, reason=reason)
@@ -198,10 +205,7 @@ class Emitter:
         subscriber's snapshot this way.) Keep the block short."""
         locks = self._order
         while True:
-            lock = locks.get(subject)
-            if lock is None:
-                with self._order_mutex:
-                    lock = locks.setdefault(subject, threading.RLock())
+            lock = locks.get(subject) or self._new_lock(subject)
             with lock:
                 if locks.get(subject) is not lock:
                     continue  # forgotten while this waited: take the new lock
@@ -211,7 +215,7 @@ class Emitter:
     def _maybe_sweep(self) -> None:
         keep = self.keep_idle_subjects
         if time.monotonic() >= self._next_sweep or (
-            keep is not None and self.state.subject_count() > keep + keep // 10 + 1
+            keep is not None and self._state.subject_count() > keep + keep // 10 + 1
         ):
             self.forget_idle()
 
@@ -273,10 +277,9 @@ class Emitter:
         data: dict[str, Any] = {}
         size = 2
         if percent is not None:
-            if (
-                not isinstance(percent, (int, float))
-                or isinstance(percent, bool)
-                or not 0 <= percent <= 100
+            kind = percent.__class__
+            if not (
+                (kind is int or kind is float or _is_number(percent)) and 0 <= percent <= 100
             ):
                 raise ValidationError("percent", "a number from 0 to 100", percent)
             data["percent"] = percent
@@ -291,7 +294,10 @@ class Emitter:
             copied, details_size = json_copy_sized(details, "details")
             data.update(copied)
             size += details_size
-        return self._emit_for_running(TASK_PROGRESS, subject, task_id, data, size, "progress")
+        size += len(subject) + self._envelope
+        if size > self.max_event_size:
+            self._check_size(size - len(subject) - self._envelope, "progress", subject)
+        return self._record(TASK_PROGRESS, subject, task_id, None, data, size)
 
     def completed(
         self, subject: str, result: Any = None, *, task_id: str | None = None
@@ -387,7 +393,7 @@ class Emitter:
     def _check_size(self, data_size: int, field: str, subject: str, names: str = "") -> int:
         """The event's size less its running task's id and type (``names`` when they
         are known already); ValidationError above ``max_event_size``."""
-        size = data_size + len(subject) + len(self.source) + 160
+        size = data_size + len(subject) + self._envelope
         if size + len(names) > self.max_event_size:
             raise ValidationError(
                 field,
@@ -420,36 +426,43 @@ class Emitter:
         exclusive: bool = False,
     ) -> TaskEvent:
         """One store operation, then the signal, both under the subject's ordering lock:
-        local receivers get each subject's events in seq order."""
-        event_id = self._id_prefix + str(next(self._counter))
+        local receivers get each subject's events in seq order. (The hot path of every
+        emit: kept short on purpose.)"""
+        event_id = _next_event_number()
         locks = self._order
-        while True:
-            lock = locks.get(subject)
-            if lock is None:
-                with self._order_mutex:
-                    lock = locks.setdefault(subject, threading.RLock())
-            with lock:
-                if locks.get(subject) is not lock:
-                    continue  # forgotten while this waited: take the new lock
-                try:
-                    event = self.state.record(
-                        type_,
-                        subject,
-                        task_id,
-                        task_type,
-                        data,
-                        event_id=event_id,
-                        time=_now(_utc),
-                        source=self.source,
-                        size=size,
-                        exclusive=exclusive,
-                    )
-                except NoRunningTask:
-                    if self.state.last_seq(subject) == 0:
-                        del locks[subject]  # no stream: keep no lock for it
-                    raise
-                SIGNALS[type_].send(self, event=event)
-                return event
+        lock = locks.get(subject) or self._new_lock(subject)
+        with lock:
+            if locks.get(subject) is not lock:  # forgotten while this waited
+                return self._record(type_, subject, task_id, task_type, data, size, exclusive)
+            try:
+                event = self._store_record(
+                    type_,
+                    subject,
+                    task_id,
+                    task_type,
+                    data,
+                    event_id,  # type: ignore[arg-type]  # made text on first use
+                    _time(),
+                    self.source,
+                    size,
+                    exclusive,
+                )
+            except NoRunningTask:
+                if self._state.last_seq(subject) == 0:
+                    del locks[subject]  # no stream: keep no lock for it
+                raise
+            signal = SIGNALS[type_]
+            if signal.receivers and not signal.is_muted:
+                for receiver in signal.receivers_for(self):
+                    try:
+                        receiver(self, event=event)
+                    except Exception as exc:  # isolation, as TaskSignal.send gives it
+                        _report_receiver_error(signal.name, receiver, exc)
+            return event
+
+    def _new_lock(self, subject: str) -> threading.RLock:
+        with self._order_mutex:
+            return self._order.setdefault(subject, threading.RLock())
 
 
 class TaskTracker:

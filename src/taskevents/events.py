@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
+import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final, Literal, cast
@@ -50,6 +52,13 @@ LIFECYCLE_TYPES: Final[frozenset[str]] = frozenset(
 OUTCOME_TYPES: Final[frozenset[str]] = frozenset((TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED))
 
 CLOUDEVENTS_TYPE_PREFIX: Final = "io.taskevents."
+
+_from_timestamp = datetime.fromtimestamp
+
+#: Event ids made in this process: a random prefix and a number, unique across
+#: processes and cheap per event (the text is made only when asked for).
+_ID_PREFIX: Final = uuid.uuid4().hex[:16] + "-"
+_next_event_number = itertools.count(1).__next__
 
 #: Event types the application declared (``taskevents.define_event_type``).
 _custom_types: set[str] = set()
@@ -119,13 +128,13 @@ class TaskEvent:
     ) -> None:
         # Plain slot stores: this runs on every emit, so no validation here (the emitter
         # builds valid events; from_dict() validates outside input).
-        self._id = id
+        self._id: str | int = id
         self._type = type
         self._subject = subject
         self._task_id = task_id
         self._task_type = task_type
         self._seq = seq
-        self._time = time
+        self._time: datetime | float = time
         self._source = source
         self._data = data
         self._size = -1  # the JSON text's length; set by the emitter, else computed
@@ -133,7 +142,10 @@ class TaskEvent:
     @property
     def id(self) -> str:
         """Unique id of this event."""
-        return self._id
+        value: str | int = self._id
+        if isinstance(value, int):
+            value = self._id = _ID_PREFIX + str(value)
+        return value
 
     @property
     def type(self) -> str:
@@ -164,7 +176,10 @@ class TaskEvent:
     @property
     def time(self) -> datetime:
         """When it happened (aware, UTC)."""
-        return self._time
+        value: datetime | float = self._time
+        if isinstance(value, float):  # the emitter's time.time(), made a datetime once
+            value = self._time = _from_timestamp(value, timezone.utc)
+        return value
 
     @property
     def source(self) -> str:
@@ -200,7 +215,7 @@ class TaskEvent:
         return all(getattr(self, f) == getattr(other, f) for f in _FIELDS)
 
     def __hash__(self) -> int:
-        return hash(self._id)
+        return hash(self.id)
 
     def __repr__(self) -> str:
         return (
@@ -225,7 +240,7 @@ class TaskEvent:
             "task_id": self._task_id,
             "task_type": self._task_type,
             "seq": self._seq,
-            "time": self._time.isoformat(timespec="microseconds"),
+            "time": self.time.isoformat(timespec="microseconds"),
             "source": self._source,
             "data": dict(self._data),
         }
@@ -287,7 +302,7 @@ class TaskEvent:
             "source": self._source,
             "type": CLOUDEVENTS_TYPE_PREFIX + self._type,
             "subject": self._subject,
-            "time": format_time(self._time),
+            "time": format_time(self.time),
             "datacontenttype": "application/json",
             "taskid": self._task_id,
             "tasktype": self._task_type,

@@ -99,9 +99,8 @@ class StateStore(Protocol):
         task_id: str | None,
         task_type: str | None,
         data: Mapping[str, Any],
-        *,
         event_id: str,
-        time: datetime,
+        time: datetime | float,
         source: str,
         size: int = -1,
         exclusive: bool = False,
@@ -113,6 +112,7 @@ class StateStore(Protocol):
         subject is created if unknown. For every other type, the event belongs to the
         running task ``task_id`` (None: the newest), whose type is used.
 
+        :param time: when, as an aware datetime or a Unix timestamp.
         :param size: the event's :attr:`~taskevents.TaskEvent.size` less the length of
             its task id and task type, if known.
         :param exclusive: for ``task_started``: refuse if a task runs.
@@ -199,6 +199,7 @@ class _Subject:
         "last",
         "lock",
         "metadata",
+        "newest",
         "registered",
         "running",
         "seq",
@@ -208,6 +209,7 @@ class _Subject:
         self.lock = threading.RLock()
         self.seq = 0
         self.running: dict[str, _Task] = {}
+        self.newest: _Task | None = None  # the most recently started running task
         self.last: TaskInfo | None = None
         self.metadata: dict[str, Any] = {}
         self.history: deque[TaskEvent] = deque()
@@ -264,57 +266,72 @@ class MemoryStateStore:
         task_id: str | None,
         task_type: str | None,
         data: Mapping[str, Any],
-        *,
         event_id: str,
-        time: datetime,
+        time: datetime | float,
         source: str,
         size: int = -1,
         exclusive: bool = False,
     ) -> TaskEvent:
+        # The hot path of every emit: written out in one piece on purpose.
         starting = type == TASK_STARTED
-        rec = self._locked(subject, starting)
+        rec = self._subjects.get(subject)
         if rec is None:
-            raise NoRunningTask(subject, task_id)
-        try:
-            running = rec.running
+            if not starting:
+                raise NoRunningTask(subject, task_id)
+            rec = self._get(subject, True)
+        with rec.lock:
+            if rec.forgotten:  # forgotten meanwhile: the subject has a new record
+                return self.record(
+                    type, subject, task_id, task_type, data, event_id, time, source, size, exclusive
+                )
             if starting:
+                running = rec.running
                 if running:
                     if exclusive:
                         task = next(reversed(running.values()))
                         raise SubjectBusy(subject, task.task_id, task.task_type)
                     if task_id in running:
                         raise ValidationError("task_id", "an id not already running", task_id)
-            else:
-                if task_id is None:
-                    if not running:
-                        raise NoRunningTask(subject, None)
-                    task = next(reversed(running.values()))
-                else:
-                    found = running.get(task_id)
-                    if found is None:
-                        raise NoRunningTask(subject, task_id)
-                    task = found
+            elif task_id is None:
+                task = rec.newest  # type: ignore[assignment]
+                if task is None:
+                    raise NoRunningTask(subject, None)
                 task_id = task.task_id
                 task_type = task.task_type
-            assert task_id is not None
-            assert task_type is not None
+            else:
+                found = rec.running.get(task_id)
+                if found is None:
+                    raise NoRunningTask(subject, task_id)
+                task = found
+                task_type = task.task_type
+            seq = rec.seq + 1
             event = TaskEvent(
                 event_id,
                 type,
                 subject,
-                task_id,
-                task_type,
-                rec.seq + 1,
-                time,
+                task_id,  # type: ignore[arg-type]
+                task_type,  # type: ignore[arg-type]
+                seq,
+                time,  # type: ignore[arg-type]
                 source,
                 data,
             )
             if size >= 0:
-                event._size = size + len(task_id) + len(task_type)
-            self._fold(rec, event)
+                size += len(task_id) + len(task_type)  # type: ignore[arg-type]
+                event._size = size
+            if type == TASK_PROGRESS:
+                # (a busy subject is never idle: active_at waits for the outcome)
+                task.progress = data
+                rec.seq = seq
+                history = rec.history
+                history.append(event)
+                total = rec.history_bytes + (size if size >= 0 else event.size)
+                if len(history) > self.history_size or total > self.history_bytes:
+                    total = self._trim(history, total)
+                rec.history_bytes = total
+            else:
+                self._fold(rec, event)
             return event
-        finally:
-            rec.lock.release()
 
     def running_task(self, subject: str, task_id: str | None = None) -> tuple[str, str] | None:
         rec = self._subjects.get(subject)
@@ -352,17 +369,20 @@ class MemoryStateStore:
             if task is not None:
                 task.progress = event._data
         elif type_ == TASK_STARTED:
-            rec.running[event._task_id] = _Task(event._task_id, event._task_type, event._time)
+            rec.running[event._task_id] = rec.newest = _Task(
+                event._task_id, event._task_type, event.time
+            )
         elif type_ in OUTCOME_TYPES:
             ended = rec.running.pop(event._task_id, None)
+            rec.newest = next(reversed(rec.running.values())) if rec.running else None
             data = event._data
             error = data.get("error")
             rec.last = TaskInfo(
                 task_id=event._task_id,
                 task_type=event._task_type,
-                started_at=ended.started_at if ended else event._time,
+                started_at=ended.started_at if ended else event.time,
                 progress=ended.progress if ended else None,
-                ended_at=event._time,
+                ended_at=event.time,
                 outcome=type_[len("task_") :],  # type: ignore[arg-type]
                 result=data.get("result"),
                 error=error if isinstance(error, Mapping) else None,
@@ -375,10 +395,15 @@ class MemoryStateStore:
         size = event._size
         total = rec.history_bytes + (size if size >= 0 else event.size)
         if len(history) > self.history_size or total > self.history_bytes:
-            while history and (len(history) > self.history_size or total > self.history_bytes):
-                oldest = history.popleft()
-                total -= oldest._size if oldest._size >= 0 else oldest.size
+            total = self._trim(history, total)
         rec.history_bytes = total
+
+    def _trim(self, history: deque[TaskEvent], total: int) -> int:
+        """Drop the oldest events until the history is within both bounds."""
+        while history and (len(history) > self.history_size or total > self.history_bytes):
+            oldest = history.popleft()
+            total -= oldest._size if oldest._size >= 0 else oldest.size
+        return total
 
     def register(self, subject: str, metadata: Mapping[str, Any] | None = None) -> None:
         check_subject(subject)

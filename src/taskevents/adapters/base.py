@@ -161,7 +161,7 @@ class Adapter(abc.ABC):
 
     def _receive(self, sender: object, *, event: TaskEvent) -> None:
         subjects = self.subjects
-        if subjects is not None and event.subject not in subjects:
+        if subjects is not None and event._subject not in subjects:
             return
         try:
             self.handle(event)
