@@ -8,7 +8,7 @@ from collections.abc import Generator, Iterator
 import pytest
 
 from taskevents import Emitter
-from taskevents.signals import SIGNALS
+from taskevents.signals import SIGNALS, subject_forgotten
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -28,8 +28,12 @@ def pytest_runtest_makereport(
 @pytest.fixture(autouse=True)
 def _no_leftover_receivers() -> Iterator[None]:
     before = {name: len(signal.receivers) for name, signal in SIGNALS.items()}
+    before["subject-forgotten"] = len(subject_forgotten.receivers)
     yield
     after = {name: len(signal.receivers) for name, signal in SIGNALS.items()}
+    for name in set(after) - set(before):  # declared during the test
+        before[name] = 0
+    after["subject-forgotten"] = len(subject_forgotten.receivers)
     assert after == before, "a test left receivers connected; close() its adapters"
 
 

@@ -234,7 +234,7 @@ class TaskEvent:
         ``time`` becomes an ISO 8601 string with microseconds and ``+00:00``.
         """
         return {
-            "id": self._id,
+            "id": self.id,
             "type": self._type,
             "subject": self._subject,
             "task_id": self._task_id,
@@ -298,7 +298,7 @@ class TaskEvent:
         """
         return {
             "specversion": "1.0",
-            "id": self._id,
+            "id": self.id,
             "source": self._source,
             "type": CLOUDEVENTS_TYPE_PREFIX + self._type,
             "subject": self._subject,
