@@ -12,6 +12,7 @@ from taskevents import (
     TaskEventsError,
     ValidationError,
 )
+from taskevents.exceptions import UsageError
 from taskevents.testing import capture_events
 
 
@@ -96,15 +97,30 @@ def test_track_as_decorator_runs_one_task_per_call(emitter: Emitter) -> None:
     assert change_ip.__name__ == "change_ip"
 
 
-def test_decorated_function_with_non_json_result_completes_without_it(emitter: Emitter) -> None:
+def test_a_non_json_result_fails_the_task_as_decorator_and_as_with_block(
+    emitter: Emitter,
+) -> None:
     @emitter.track("aws01", "change_ip")
     def returns_object() -> object:
         return object()
 
     with capture_events() as events:
-        returns_object()
-    assert events[-1].type == "task_completed"
-    assert events[-1].data == {"result": None}
+        with pytest.raises(ValidationError) as as_decorator:
+            returns_object()
+        with pytest.raises(ValidationError) as as_block, emitter.track("aws01", "change_ip") as t:
+            t.result = object()
+    assert as_decorator.value.field == as_block.value.field == "result"
+    assert [e.type for e in events] == ["task_started", "task_failed"] * 2
+    assert events[1].data["error"]["type"] == events[3].data["error"]["type"] == "ValidationError"
+    assert emitter.state.snapshot("aws01").status == "idle"  # type: ignore[union-attr]
+
+
+def test_misuse_of_a_tracker_is_a_usage_error(emitter: Emitter) -> None:
+    tracker = emitter.track("aws01", "change_ip")
+    with pytest.raises(UsageError):
+        _ = tracker.task_id
+    with tracker, pytest.raises(UsageError):
+        tracker.__enter__()
 
 
 def test_second_task_on_busy_subject_raises_and_emits_nothing(emitter: Emitter) -> None:

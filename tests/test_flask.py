@@ -15,6 +15,7 @@ from flask_socketio import SocketIO
 from socketio_support import Client, LiveServer
 from taskevents import AdapterNotFound, Emitter, ValidationError
 from taskevents.adapters.logging import LoggingAdapter
+from taskevents.exceptions import UsageError
 from taskevents.flask import TaskEvents
 
 
@@ -196,14 +197,14 @@ def test_bad_config_names_the_key(
 
 def test_state_before_init_app_is_a_clear_error() -> None:
     app = flask.Flask("x")
-    with pytest.raises(RuntimeError, match="init_app"):
+    with pytest.raises(UsageError, match="init_app"):
         TaskEvents.state(app)
 
 
 def test_init_app_twice_is_refused(apps: list[flask.Flask]) -> None:
     app = make_app(apps, subjects=["aws01"])
     extension = TaskEvents(app, SocketIO(app, async_mode="threading"))
-    with pytest.raises(RuntimeError, match="already set up"):
+    with pytest.raises(UsageError, match="already set up"):
         extension.init_app(app)
 
 

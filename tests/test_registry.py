@@ -7,6 +7,7 @@ from taskevents import (
     Emitter,
     MissingDependency,
     TaskEventsError,
+    ValidationError,
     available_adapters,
     load_adapter,
 )
@@ -53,3 +54,31 @@ def test_a_missing_optional_dependency_names_the_pip_command(
         require("colorlog", extra="color", needed_by="colour output")
     assert "pip install 'taskevents[color]'" in str(caught.value)
     assert isinstance(caught.value, ImportError)
+
+
+def test_a_registered_adapter_missing_its_options_names_them() -> None:
+    with pytest.raises(ValidationError) as caught:
+        load_adapter("socketio")
+    assert caught.value.field == "options"
+    assert "required: server, emitter" in str(caught.value)
+    with pytest.raises(ValidationError) as caught:
+        load_adapter("logging", colour=True)
+    assert "optional: logger, levels" in str(caught.value)
+
+
+def test_every_registered_adapter_loads_with_its_documented_options() -> None:
+    import flask
+    from flask_socketio import SocketIO
+
+    emitter = Emitter(source="tests")
+    app = flask.Flask("registry-test")
+    options = {
+        "logging": {},
+        "socketio": {"server": SocketIO(app, async_mode="threading"), "emitter": emitter},
+    }
+    for name in available_adapters():
+        if name not in options:
+            continue  # third-party ones installed for the tests (examples/custom_adapter)
+        adapter = load_adapter(name, **options[name])
+        adapter.close()
+    assert set(options) <= set(available_adapters())

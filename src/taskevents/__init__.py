@@ -20,6 +20,7 @@ from .exceptions import (
     NoRunningTask,
     SubjectBusy,
     TaskEventsError,
+    UsageError,
     ValidationError,
 )
 from .signals import define_event_type
@@ -45,6 +46,7 @@ __all__ = [
     "TaskEventsError",
     "TaskInfo",
     "TaskTracker",
+    "UsageError",
     "ValidationError",
     "available_adapters",
     "define_event_type",

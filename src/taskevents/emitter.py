@@ -23,12 +23,11 @@ from .events import (
     TaskEvent,
     _check_text_encodable,
     _next_event_number,
-    check_json,
     is_event_type,
     json_copy,
     json_copy_sized,
 )
-from .exceptions import NoRunningTask, SubjectBusy, ValidationError
+from .exceptions import NoRunningTask, SubjectBusy, UsageError, ValidationError
 from .signals import SIGNALS, subject_forgotten
 from .signals import _report as _report_receiver_error
 from .state import MemoryStateStore, StateStore
@@ -278,9 +277,7 @@ class Emitter:
         size = 2
         if percent is not None:
             kind = percent.__class__
-            if not (
-                (kind is int or kind is float or _is_number(percent)) and 0 <= percent <= 100
-            ):
+            if not ((kind is int or kind is float or _is_number(percent)) and 0 <= percent <= 100):
                 raise ValidationError("percent", "a number from 0 to 100", percent)
             data["percent"] = percent
             size += 34
@@ -376,8 +373,9 @@ class Emitter:
                 task.progress(50, stage="execution")
                 task.result = {"ip": "203.0.113.7"}
 
-        As a decorator (each call is one task; a JSON-compatible return value becomes
-        the result)::
+        As a decorator (each call is one task; the return value becomes the result, so
+        it must be JSON-compatible, as ``task.result`` must in a ``with`` block: if it
+        is not, the task fails and :class:`ValidationError` is raised)::
 
             @emitter.track("aws01", "change_ip")
             def change_ip() -> dict[str, str]: ...
@@ -491,12 +489,12 @@ class TaskTracker:
     def task_id(self) -> str:
         """The task's id (available once entered)."""
         if self.started_event is None:
-            raise RuntimeError("the task has not started; use the tracker in a with block")
+            raise UsageError("the task has not started; use the tracker in a with block")
         return self.started_event.task_id
 
     def __enter__(self) -> TaskTracker:
         if self.started_event is not None:
-            raise RuntimeError("a TaskTracker runs one task; call emitter.track() again")
+            raise UsageError("a TaskTracker runs one task; call emitter.track() again")
         self.started_event = self.emitter.started(
             self.subject, self.task_type, task_id=self._requested_id, exclusive=self.exclusive
         )
@@ -556,12 +554,7 @@ class TaskTracker:
                 self.emitter, self.subject, self.task_type, self._requested_id, self.exclusive
             ) as tracker:
                 value = func(*args, **kwargs)
-                try:
-                    check_json(value, "result")
-                except ValidationError:
-                    pass
-                else:
-                    tracker.result = value
+                tracker.result = value  # not JSON: the task fails, as in a with block
                 return value
 
         return tracked

@@ -89,6 +89,11 @@ class ValidationError(TaskEventsError, ValueError):
         super().__init__(f"{field}: expected {expected}, got {shown}")
 
 
+class UsageError(TaskEventsError, RuntimeError):
+    """An API was used in the wrong order or place, e.g. a Flask extension set up twice
+    for one app, or a task tracker entered twice."""
+
+
 class AdapterNotFound(TaskEventsError, LookupError):
     """No adapter is registered under the name given to :func:`~taskevents.load_adapter`."""
 

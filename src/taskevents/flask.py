@@ -51,9 +51,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import flask
-from werkzeug.exceptions import SecurityError
-from werkzeug.wsgi import get_host
+from taskevents.exceptions import MissingDependency, UsageError, ValidationError
+
+try:
+    import flask
+    from werkzeug.exceptions import SecurityError
+    from werkzeug.wsgi import get_host
+except ImportError as _missing:  # pragma: no cover - the socketio extra is installed in tests
+    raise MissingDependency(_missing.name or "flask", "socketio", "taskevents.flask") from _missing
 
 from taskevents._hosts import HostCheck
 from taskevents.adapters import Adapter, load_adapter
@@ -66,7 +71,6 @@ from taskevents.adapters.socketio import (
 )
 from taskevents.emitter import Emitter
 from taskevents.events import json_copy
-from taskevents.exceptions import ValidationError
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -226,10 +230,10 @@ class TaskEvents:
 
         :raises ValidationError: a ``TASKEVENTS_*`` setting is wrong (the message names
             it); nothing is left connected or registered.
-        :raises RuntimeError: the extension is already set up for ``app``.
+        :raises UsageError: the extension is already set up for ``app``.
         """
         if "taskevents" in app.extensions:
-            raise RuntimeError("TaskEvents is already set up for this app")
+            raise UsageError("TaskEvents is already set up for this app")
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         config = app.config
@@ -246,7 +250,10 @@ class TaskEvents:
         subjects = _subjects(config["TASKEVENTS_SUBJECTS"])
         emitter = self._emitter or Emitter(source=config["TASKEVENTS_SOURCE"] or app.import_name)
         if socketio is None:
-            from flask_socketio import SocketIO
+            try:
+                from flask_socketio import SocketIO
+            except ImportError as exc:  # pragma: no cover - installed with the extra
+                raise MissingDependency("flask-socketio", "socketio", "TaskEvents") from exc
 
             socketio = SocketIO(
                 app,
@@ -312,7 +319,7 @@ class TaskEvents:
         try:
             state = app.extensions["taskevents"]
         except KeyError:
-            raise RuntimeError("TaskEvents.init_app() has not been called for this app") from None
+            raise UsageError("TaskEvents.init_app() has not been called for this app") from None
         assert isinstance(state, TaskEventsState)
         return state
 

@@ -12,10 +12,17 @@ way. A third-party package registers its adapter in its ``pyproject.toml``:
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from taskevents.exceptions import AdapterNotFound, MissingDependency, TaskEventsError
+from taskevents.exceptions import (
+    AdapterNotFound,
+    MissingDependency,
+    TaskEventsError,
+    ValidationError,
+)
 
 from .base import Adapter
 
@@ -32,6 +39,21 @@ def _entry_points() -> dict[str, EntryPoint]:
     return found
 
 
+def _describe_options(factory: Callable[..., Any]) -> str:
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except ValueError:
+        return "see its documentation"
+    required = [p.name for p in parameters if p.default is p.empty and p.kind != p.VAR_KEYWORD]
+    optional = [p.name for p in parameters if p.default is not p.empty]
+    parts = []
+    if required:
+        parts.append("required: " + ", ".join(required))
+    if optional:
+        parts.append("optional: " + ", ".join(optional))
+    return "; ".join(parts) or "none"
+
+
 def available_adapters() -> list[str]:
     """The names of every installed adapter, sorted."""
     return sorted(_entry_points())
@@ -45,6 +67,8 @@ def load_adapter(name: str, /, **options: Any) -> Adapter:
     :raises AdapterNotFound: no adapter has that name (the message lists those that do).
     :raises MissingDependency: the adapter needs an extra that is not installed (the
         message has the ``pip install`` command).
+    :raises ValidationError: ``options`` lack one the adapter needs, or name one it
+        does not take (the message lists its options).
     :raises TaskEventsError: the adapter's module failed to import, or its factory did
         not return an :class:`~taskevents.Adapter`.
     """
@@ -60,6 +84,14 @@ def load_adapter(name: str, /, **options: Any) -> Adapter:
         raise TaskEventsError(
             f"adapter {name!r} ({ep.value}) could not be imported: {exc}"
         ) from exc
+    try:
+        inspect.signature(factory).bind(**options)
+    except TypeError as exc:
+        raise ValidationError(
+            "options", f"the options adapter {name!r} takes ({_describe_options(factory)})", exc
+        ) from None
+    except ValueError:  # no signature to check (a builtin): let the call say
+        pass
     adapter = factory(**options)
     if not isinstance(adapter, Adapter):
         raise TaskEventsError(
