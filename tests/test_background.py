@@ -167,3 +167,33 @@ def test_progress_waiting_behind_a_slow_delivery_is_still_coalesced(emitter: Emi
     progress = [e.data["percent"] for e in adapter.delivered if e.type == "task_progress"]
     assert progress[-1] == 100
     assert len(progress) <= 2  # at most one taken with the first batch, then the latest
+
+
+def test_the_worker_starts_on_connect_not_on_construction(emitter: Emitter) -> None:
+    before = threading.active_count()
+    adapter = Gated()
+    assert threading.active_count() == before
+    adapter.gate.set()
+    with adapter.connect(emitter):
+        assert threading.active_count() == before + 1
+        emitter.started("aws01", "change_ip")
+        assert adapter.flush(5)
+    assert [e.type for e in adapter.delivered] == ["task_started"]
+    Gated().close()  # closing one that never started is fine
+
+
+def test_progress_coalescing_can_be_switched_off(emitter: Emitter) -> None:
+    adapter = Gated(coalesce_progress=False)
+    with adapter.connect(emitter):
+        emitter.started("aws01", "flood")
+        for percent in range(100):
+            emitter.progress("aws01", percent)
+        emitter.completed("aws01")
+        adapter.gate.set()
+        assert adapter.flush(5)
+    percents = [e.data["percent"] for e in adapter.delivered if e.type == "task_progress"]
+    assert percents == list(range(100))
+    assert adapter.stats["coalesced"] == 0
+    with pytest.raises(ValidationError) as caught:
+        Gated(coalesce_progress=False, progress_interval=0.1)
+    assert caught.value.field == "progress_interval"

@@ -377,3 +377,13 @@ def test_transient_errors_are_still_retried(emitter: Emitter) -> None:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def test_failed_always_ends_the_task_even_with_a_small_maximum_size() -> None:
+    emitter = Emitter(source="tests", max_event_size=1000)
+    for error in (RuntimeError("x" * 4000), "y" * 4000, RuntimeError("\ud800" * 3000)):
+        emitter.started("aws01", "change_ip")
+        failed = emitter.failed("aws01", error)
+        assert failed.size <= 1000
+        assert failed.data["error"]["message"].endswith("...")
+        assert emitter.state.snapshot("aws01").status == "idle"  # type: ignore[union-attr]

@@ -71,12 +71,13 @@ def _message_of(error: BaseException) -> str:
     return _shorten_message(message)
 
 
-def _shorten_message(message: str) -> str:
-    if len(message) > MAX_ERROR_MESSAGE:
-        message = message[: MAX_ERROR_MESSAGE - 3] + "..."
+def _shorten_message(message: str, limit: int = MAX_ERROR_MESSAGE) -> str:
+    message = message[: limit + 1]
     if not message.isascii():
         # lone surrogates become escapes: every sink can encode the result
         message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(message) > limit:
+        message = message[: max(limit - 3, 0)] + "..."
     return message
 
 
@@ -321,6 +322,12 @@ class Emitter:
         whose ``str()`` fails is reported by its type name. A JSON object is checked like any data
         (:class:`ValidationError` when it is not JSON or too large)."""
         details, size = json_copy_sized(error_details(error), "error")
+        room = self.max_event_size - (size + 12 + len(subject) + self._envelope)
+        if room < 0 and not isinstance(error, Mapping):
+            # Shorten the message so the failure is reported whatever max_event_size is.
+            message = details["message"]
+            details["message"] = _shorten_message(message, max(len(message) + room - 520, 0))
+            size = json_copy_sized(details, "error")[1]
         return self._emit_for_running(
             TASK_FAILED, subject, task_id, {"error": details}, size + 12, "error"
         )

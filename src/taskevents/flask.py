@@ -292,6 +292,8 @@ class TaskEvents:
                 try:
                     emitter.register(subject, **json_copy(metadata, "metadata"))
                 except ValidationError as exc:
+                    if exc.field == "subject":
+                        raise _config_error("TASKEVENTS_SUBJECTS", exc.expected, subject) from exc
                     key = f"TASKEVENTS_SUBJECTS[{subject!r}]{exc.field[len('metadata') :]}"
                     raise _config_error(key, exc.expected, metadata) from exc
         except BaseException:

@@ -1,7 +1,8 @@
 """One blinker signal per lifecycle event type.
 
-Every signal is sent by an :class:`~taskevents.Emitter` (the sender) with one keyword
-argument, ``event``. A receiver looks like this::
+Every event signal is sent by an :class:`~taskevents.Emitter` (the sender) with one
+keyword argument, ``event`` (:data:`subject_forgotten` gets ``subject`` and ``reason``
+instead). A receiver looks like this::
 
     from taskevents import signals
 
@@ -136,7 +137,6 @@ subject_forgotten = _signals.signal(
     'get ``subject: str`` and ``reason: str`` (``"forgotten"`` or ``"expired"``).',
 )
 
-#: The signal for each event type (declared types included, once declared).
 _SIGNALS: dict[str, TaskSignal] = {
     "task_started": task_started,
     "task_progress": task_progress,
@@ -144,6 +144,7 @@ _SIGNALS: dict[str, TaskSignal] = {
     "task_failed": task_failed,
     "task_cancelled": task_cancelled,
 }
+#: The signal for each event type (declared types included, once declared).
 SIGNALS: Final[Mapping[str, TaskSignal]] = _SIGNALS
 
 

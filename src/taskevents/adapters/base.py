@@ -39,6 +39,7 @@ __all__ = ["Adapter", "BackgroundAdapter", "CallableAdapter"]
 logger = logging.getLogger("taskevents")
 
 A = TypeVar("A", bound="Adapter")
+B = TypeVar("B", bound="BackgroundAdapter")
 
 
 def _check_types(types: Iterable[str] | None) -> tuple[str, ...]:
@@ -230,18 +231,25 @@ class BackgroundAdapter(Adapter):
     """Base for adapters whose sink may be slow or fail: :meth:`handle` only queues, and
     a worker thread calls :meth:`deliver`, retrying with capped exponential backoff.
 
-    - Lifecycle events (started, completed, failed, cancelled) are never dropped while
-      the adapter is open, and keep their order.
+    - Lifecycle events (started, completed, failed, cancelled) keep their order and are
+      never dropped while the adapter is open, unless their delivery is given up
+      (``max_attempts``, or a permanent error: see below).
     - Progress is coalesced per subject and task: while one waits in the queue, a
       newer one of the same task replaces it (latest wins), and at most one per
       subject is delivered every ``progress_interval`` seconds. The latest progress is
       always delivered before the lifecycle event that follows it.
     - :meth:`close` (or leaving a ``with`` block) flushes, waiting up to ``timeout``.
 
-    :param max_queue: queue length above which a warning is logged. Progress is bounded
-        by coalescing (one per subject); lifecycle events are kept even above it.
+    The worker thread starts when the adapter is connected (or first given work).
+
+    :param max_queue: only a warning threshold: when more lifecycle events than this
+        wait, a warning is logged (at most every 10 s) and ``overflowed`` counted. Nothing
+        is dropped for it and memory is not bounded by it: progress is bounded by
+        coalescing (one waiting per subject and task), lifecycle events are all kept.
     :param progress_interval: minimum seconds between two progress deliveries for one
         subject (0: deliver as fast as the sink takes them).
+    :param coalesce_progress: False delivers every progress event, in order, like the
+        lifecycle ones (``progress_interval`` must then be 0).
     :param retry_initial: first wait after a failed delivery, in seconds; doubled each
         time up to ``retry_max``.
     :param max_attempts: give an event up after this many failed attempts (logged and
@@ -266,8 +274,16 @@ class BackgroundAdapter(Adapter):
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
         max_attempts: int | None = None,
+        coalesce_progress: bool = True,
     ) -> None:
         super().__init__(types=types, subjects=subjects)
+        if not isinstance(coalesce_progress, bool):
+            raise ValidationError("coalesce_progress", "True or False", coalesce_progress)
+        if not coalesce_progress and progress_interval:
+            raise ValidationError(
+                "progress_interval", "0 when coalesce_progress is False", progress_interval
+            )
+        self.coalesce_progress = coalesce_progress
         self.max_queue = positive_int(max_queue, "max_queue")
         self.progress_interval = number(progress_interval, "progress_interval")
         self.retry_initial = number(retry_initial, "retry_initial")
@@ -276,6 +292,18 @@ class BackgroundAdapter(Adapter):
             positive_int(max_attempts, "max_attempts")
         self.max_attempts = max_attempts
 
+        # The queue's rules, in one place:
+        # - one FIFO queue of events, progress slots and call_soon actions, taken by one
+        #   worker in batches; items of one subject keep their order;
+        # - a progress event takes the subject's open slot if it holds the same task's
+        #   progress (latest wins), else opens a new slot at the end of the queue;
+        #   anything else for the subject (lifecycle event, action, another task's
+        #   progress) closes the slot first, so progress never overtakes what followed it;
+        # - a slot due later than now (progress_interval) waits in _deferred and joins
+        #   the queue when due, or at once when its subject's slot is closed, or on
+        #   flush/close;
+        # - lifecycle events and actions are never dropped while open; the queue has no
+        #   bound but the coalescing (see max_queue).
         # A plain lock, never taken twice by one thread: cheaper than the default RLock,
         # most of all under gevent, where RLock is pure Python.
         self._cond = threading.Condition(threading.Lock())
@@ -301,8 +329,23 @@ class BackgroundAdapter(Adapter):
         self._thread = threading.Thread(
             target=self._run, name=f"taskevents-{type(self).__name__}", daemon=True
         )
+        self._started = False
+
+    def _start(self) -> None:
+        """Start the worker unless it runs (or the adapter is closed)."""
+        if self._started:
+            return
+        with self._cond:
+            if self._started or self._closing:
+                return
+            self._started = True
         self._thread.start()
         _live_background.add(self)
+
+    def connect(self: B, emitter: object | None = None) -> B:
+        """Connect (see :meth:`Adapter.connect`) and start the worker."""
+        self._start()
+        return super().connect(emitter)
 
     @abc.abstractmethod
     def deliver(self, event: TaskEvent) -> None:
@@ -327,13 +370,15 @@ class BackgroundAdapter(Adapter):
 
     def handle(self, event: TaskEvent) -> None:
         """Queue ``event`` for the worker; never blocks on the sink."""
+        if not self._started:
+            self._start()
         with self._cond:
             if self._closing:
                 self._counts["dropped"] += 1
                 return
             self._counts["received"] += 1
             subject = event.subject
-            if event.type == TASK_PROGRESS:
+            if event.type == TASK_PROGRESS and self.coalesce_progress:
                 slot = self._open.get(subject)
                 if slot is not None:
                     if slot.event.task_id == event.task_id:
@@ -373,6 +418,8 @@ class BackgroundAdapter(Adapter):
         (progress included) and before any later one. What it raises is counted and
         logged. Adapters use it to do per-subject work in stream order, e.g. to send a
         new subscriber a snapshot at exactly the right point of the stream."""
+        if not self._started:
+            self._start()
         with self._cond:
             if self._closing:
                 return
@@ -413,7 +460,9 @@ class BackgroundAdapter(Adapter):
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+            started = self._started
+        if started:
+            self._thread.join(timeout)
         if self._thread.is_alive():
             self._abort.set()
             with self._cond:

@@ -76,7 +76,7 @@ _RESERVED_EVENTS = frozenset(("connect", "disconnect", "connect_error", "*"))
 class Expiring:
     """What ``authenticate`` returns for an identity that is good until a given time
     (e.g. a token's expiry): the connection is closed then, after an ``error`` with
-    ``reason: "expired"``; the client reconnects with fresh credentials.
+    ``reason: "expired"``; the client must connect again with fresh credentials.
 
     :param identity: the identity, as ``authenticate`` would return it otherwise.
     :param expires_at: an aware :class:`~datetime.datetime`, or a Unix timestamp.
