@@ -389,7 +389,7 @@ class TaskEvents:
                 return json_error(401, "authentication required")
             state = self.state()
             snapshot = state.emitter.state.snapshot(subject)
-            if snapshot is None or not state.socketio_adapter._allowed(identity, subject):
+            if snapshot is None or not state.socketio_adapter.allowed(identity, subject):
                 return json_error(404, f"unknown config_name {subject!r}", config_name=subject)
             return flask.jsonify(snapshot_payload(snapshot))
 

@@ -1,13 +1,10 @@
-"""Live task events in browsers and Socket.IO clients.
+"""The Socket.IO server: binds the protocol (:mod:`.protocol`) to python-socketio.
 
 The :class:`SocketIOAdapter` serves the wire protocol of the original TaskMaster system
 (its clients keep working unchanged) and adds to it: a snapshot with a seq on subscribe,
 gap-free resume with ``since``, progress coalescing, input validation with clear errors,
-and authentication and authorisation hooks. The protocol is written down in the docs
-(``docs/protocol.rst``).
-
-It works with a Flask-SocketIO ``SocketIO`` (initialised with an app) and with a bare
-python-socketio ``Server``. Requires ``pip install 'taskevents[socketio]'``.
+and authentication and authorisation hooks. It works with a Flask-SocketIO
+``SocketIO`` (initialised with an app) and with a bare python-socketio ``Server``.
 """
 
 from __future__ import annotations
@@ -18,249 +15,74 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
-from taskevents._checks import MAX_SUBJECT_LENGTH, SUBJECT_RULE, is_valid_name, number, positive_int
+from taskevents._checks import number, positive_int
 from taskevents._optional import require
+from taskevents.adapters._backlog import BacklogGuard
+from taskevents.adapters._frames import guard_frames
+from taskevents.adapters.base import BackgroundAdapter
 from taskevents.emitter import Emitter
-from taskevents.events import (
-    OUTCOME_TYPES,
-    TASK_CANCELLED,
-    TASK_COMPLETED,
-    TASK_FAILED,
-    TASK_PROGRESS,
-    TASK_STARTED,
-    TaskEvent,
-)
+from taskevents.events import OUTCOME_TYPES, TaskEvent
 from taskevents.exceptions import ValidationError
 from taskevents.signals import subject_forgotten
 from taskevents.state import SubjectState
 
-from ._backlog import BacklogGuard
-from ._frames import guard_frames
-from .base import BackgroundAdapter
+from .protocol import (
+    PROTOCOL_VERSION,
+    RESERVED_EVENTS,
+    AccessPolicy,
+    Authenticate,
+    Authorize,
+    BadRequest,
+    TokenBucket,
+    all_tasks_payload,
+    effective_since,
+    join_messages,
+    parse_get_all,
+    parse_subscribe,
+    parse_unsubscribe,
+    resolve_identity,
+    room_for,
+    same_identity,
+    too_many_requests,
+    unknown_event,
+    update_payload,
+)
 
-__all__ = [
-    "PROTOCOL_VERSION",
-    "Authenticate",
-    "Authorize",
-    "Expiring",
-    "SocketIOAdapter",
-    "merge_progress",
-    "room_for",
-    "snapshot_payload",
-    "update_payload",
-]
+__all__ = ["SocketIOAdapter"]
 
 logger = logging.getLogger("taskevents")
 
-#: Version of the protocol superset; sent in ``connection_status``.
-PROTOCOL_VERSION = 2
-#: ``authenticate(environ, auth) -> identity``: environ is the WSGI environ of the
-#: connection, auth what the client sent as ``auth``. Return None or False to refuse,
-#: or an :class:`~taskevents.adapters.socketio.Expiring` identity to have the
-#: connection closed when it expires.
-Authenticate = Callable[[Mapping[str, Any], Any], Any]
-#: ``authorize(identity, subject) -> bool``: may this client watch this subject?
-Authorize = Callable[[Any, str], bool]
-
-_MISSING: Any = object()
-
-#: Client event names that python-socketio would route to the connection handlers.
-_RESERVED_EVENTS = frozenset(("connect", "disconnect", "connect_error", "*"))
+H = TypeVar("H", bound=Callable[..., None])
 
 
-@dataclass(frozen=True)
-class Expiring:
-    """What ``authenticate`` returns for an identity that is good until a given time
-    (e.g. a token's expiry): the connection is closed then, after an ``error`` with
-    ``reason: "expired"``; the client must connect again with fresh credentials.
+def _request(method: H) -> H:
+    """A handler of a client request: the client is greeted first (so
+    ``connection_status`` is always its first event), and a :class:`BadRequest` is
+    answered with ``error``, to that client only."""
 
-    :param identity: the identity, as ``authenticate`` would return it otherwise.
-    :param expires_at: an aware :class:`~datetime.datetime`, or a Unix timestamp.
-    """
+    @functools.wraps(method)
+    def handler(self: SocketIOAdapter, sid: str, *args: Any) -> None:
+        self._greet_once(sid)
+        try:
+            method(self, sid, *args)
+        except BadRequest as problem:
+            self._send(sid, "error", problem.payload)
 
-    identity: Any
-    expires_at: datetime | float
-
-    def seconds_left(self) -> float:
-        """Seconds until expiry (negative once expired)."""
-        expires = self.expires_at
-        if isinstance(expires, datetime):
-            if expires.tzinfo is None:
-                raise ValidationError("expires_at", "an aware datetime", expires)
-            return (expires - datetime.now(timezone.utc)).total_seconds()
-        if isinstance(expires, (int, float)) and not isinstance(expires, bool):
-            return float(expires) - time.time()
-        raise ValidationError("expires_at", "an aware datetime or a Unix timestamp", expires)
-
-
-def resolve_identity(result: Any) -> tuple[bool, Any, float | None]:
-    """What an ``authenticate`` hook's ``result`` means: ``(accepted, identity,
-    seconds_left)``; an :class:`Expiring` that has expired is refused."""
-    if result is None or result is False:
-        return False, None, None
-    if isinstance(result, Expiring):
-        left = result.seconds_left()
-        if left <= 0:
-            return False, None, None
-        return True, result.identity, left
-    return True, result, None
-
-
-def room_for(subject: str) -> str:
-    """The Socket.IO room of a subject, named as the original system named it."""
-    return "task_" + subject
-
-
-def _timestamp(value: datetime | None = None) -> str:
-    return (value or datetime.now(timezone.utc)).isoformat()
-
-
-def update_payload(event: TaskEvent, *, still_busy: bool = False) -> dict[str, Any]:
-    """The ``task_status_update`` message for ``event``.
-
-    ``update`` holds exactly what the original system sent (``event``, then
-    ``task_type`` and ``status`` for a start, ``progress`` for progress, ``result`` and
-    ``status`` for a completion), plus new keys only. An event of a declared type
-    (:func:`~taskevents.define_event_type`) has its data under ``data``.
-
-    :param still_busy: for an outcome, whether other tasks still run on the subject
-        (possible with ``exclusive=False``); ``status`` is then ``"busy"``.
-    """
-    end_status = "busy" if still_busy else "idle"
-    data = event.data
-    type_ = event.type
-    update: dict[str, Any] = {"event": type_}
-    if type_ == TASK_STARTED:
-        update["task_type"] = event.task_type
-        update["status"] = "busy"
-        if data:
-            update["details"] = dict(data)
-    elif type_ == TASK_PROGRESS:
-        update["progress"] = dict(data)
-        if "percent" in data:
-            update["percent"] = data["percent"]
-    elif type_ == TASK_COMPLETED:
-        update["result"] = data.get("result")
-        update["status"] = end_status
-    elif type_ == TASK_FAILED:
-        update["error"] = data.get("error")
-        update["status"] = end_status
-    elif type_ == TASK_CANCELLED:
-        update["reason"] = data.get("reason")
-        update["status"] = end_status
-    else:  # a type the application declared
-        update["data"] = dict(data)
-    update["task_id"] = event.task_id
-    if type_ != TASK_STARTED:
-        update["task_type"] = event.task_type
-    return {
-        "config_name": event.subject,
-        "update": update,
-        "timestamp": _timestamp(event.time),
-        "seq": event.seq,
-        "event_id": event.id,
-    }
-
-
-def snapshot_payload(
-    snapshot: SubjectState, *, stream: str | None = None, **flags: bool
-) -> dict[str, Any]:
-    """The ``task_status`` message for a subject's snapshot."""
-    status = snapshot.to_dict()
-    status.pop("subject")
-    payload: dict[str, Any] = {
-        "config_name": snapshot.subject,
-        "status": status,
-        "seq": snapshot.seq,
-        "timestamp": _timestamp(),
-    }
-    if stream is not None:
-        payload["stream"] = stream
-    payload.update(flags)
-    return payload
-
-
-def merge_progress(events: Iterable[TaskEvent]) -> list[TaskEvent]:
-    """Keep every lifecycle event, and of each run of one task's progress only the
-    latest."""
-    merged: list[TaskEvent] = []
-    for event in events:
-        if (
-            event.type == TASK_PROGRESS
-            and merged
-            and merged[-1].type == TASK_PROGRESS
-            and merged[-1].task_id == event.task_id
-        ):
-            merged[-1] = event
-        else:
-            merged.append(event)
-    return merged
-
-
-class _BadRequest(Exception):
-    def __init__(self, event: str, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.payload = {"message": message, "event": event, **details}
-
-
-class _Bucket:
-    """A token bucket: ``burst`` requests at once, then ``rate`` per second."""
-
-    __slots__ = ("burst", "rate", "tokens", "tokens_at")
-
-    def __init__(self, burst: int, rate: float) -> None:
-        self.burst = float(burst)
-        self.rate = rate
-        self.tokens = float(burst)
-        self.tokens_at = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.tokens_at) * self.rate)
-        self.tokens_at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
+    return handler  # type: ignore[return-value]
 
 
 class _Client:
     __slots__ = ("all_tasks", "expires", "greeted", "identity", "subjects", "subscribes")
 
-    def __init__(self, identity: Any, subscribes: _Bucket, all_tasks: _Bucket) -> None:
+    def __init__(self, identity: Any, subscribes: TokenBucket, all_tasks: TokenBucket) -> None:
         self.identity = identity
         self.subjects: set[str] = set()
         self.greeted = False
         self.subscribes = subscribes
         self.all_tasks = all_tasks
         self.expires: float | None = None  # time.monotonic() deadline
-
-
-def _same(identity: Any, other: Any) -> bool:
-    try:
-        return identity is other or bool(identity == other)
-    except Exception:
-        return False
-
-
-def _describe(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, (list, tuple)):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 class SocketIOAdapter(BackgroundAdapter):
@@ -352,6 +174,7 @@ class SocketIOAdapter(BackgroundAdapter):
         )
         self.sio = sio
         self.emitter = emitter
+        self.access = AccessPolicy(authorize, self.subjects, self.errors.report)
         self.namespace = namespace
         self.authenticate = authenticate
         self.authorize = authorize
@@ -440,9 +263,6 @@ class SocketIOAdapter(BackgroundAdapter):
     def _send(self, sid: str, name: str, payload: Mapping[str, Any]) -> None:
         self.sio.emit(name, payload, to=sid, namespace=self.namespace)
 
-    def _error(self, sid: str, problem: _BadRequest) -> None:
-        self._send(sid, "error", problem.payload)
-
     # -- handlers ----------------------------------------------------------------------
 
     def _guard_reserved(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> Any:
@@ -455,7 +275,7 @@ class SocketIOAdapter(BackgroundAdapter):
             and isinstance(data, list)
             and data
             and isinstance(data[0], str)
-            and data[0] in _RESERVED_EVENTS
+            and data[0] in RESERVED_EVENTS
         ):
             sid = self.sio.manager.sid_from_eio_sid(eio_sid, self.namespace)
             if sid is not None and self.sio.manager.is_connected(sid, self.namespace):
@@ -493,8 +313,8 @@ class SocketIOAdapter(BackgroundAdapter):
                 raise socketio.exceptions.ConnectionRefusedError("authentication failed")
         client = _Client(
             identity,
-            _Bucket(self.subscribe_burst, self.subscribe_rate),
-            _Bucket(self.all_tasks_burst, self.all_tasks_rate),
+            TokenBucket(self.subscribe_burst, self.subscribe_rate),
+            TokenBucket(self.all_tasks_burst, self.all_tasks_rate),
         )
         with self._clients_lock:
             self._clients[sid] = client
@@ -576,14 +396,14 @@ class SocketIOAdapter(BackgroundAdapter):
         again. Returns how many subscriptions were withdrawn."""
         return self._withdraw(
             lambda client, name: (
-                _same(client.identity, identity) and (subject is None or name == subject)
+                same_identity(client.identity, identity) and (subject is None or name == subject)
             )
         )
 
     def recheck_access(self) -> int:
         """Ask ``authorize`` again about every subscription and withdraw (as
         :meth:`revoke` does) those it now refuses. Returns how many were withdrawn."""
-        return self._withdraw(lambda client, name: not self._allowed(client.identity, name))
+        return self._withdraw(lambda client, name: not self.access.allowed(client.identity, name))
 
     def _withdraw(self, refused: Callable[[_Client, str], bool], reason: str = "revoked") -> int:
         withdrawn: list[tuple[str, str]] = []
@@ -613,148 +433,57 @@ class SocketIOAdapter(BackgroundAdapter):
 
     def _on_unknown(self, event: str, sid: str, *args: Any) -> None:
         self._greet_once(sid)
-        self._error(
-            sid,
-            _BadRequest(
-                str(event),
-                f"unknown event {str(event)[:64]!r}; expected one of subscribe_task, "
-                "unsubscribe_task, get_all_tasks",
-            ),
-        )
+        self._send(sid, "error", unknown_event(event).payload)
 
-    def _allowed(self, identity: Any, subject: str) -> bool:
-        if self.subjects is not None and subject not in self.subjects:
-            return False
-        if self.authorize is None:
-            return True
-        try:
-            return bool(self.authorize(identity, subject))
-        except Exception as exc:
-            self.errors.report(exc, "in the authorize hook")
-            return False
+    def allowed(self, identity: Any, subject: str) -> bool:
+        """Whether ``identity`` may watch ``subject`` (the adapter's ``subjects`` and
+        the ``authorize`` hook); what the REST endpoints use as well."""
+        return self.access.allowed(identity, subject)
 
-    def _fields(
-        self, event: str, args: tuple[Any, ...], allowed: tuple[str, ...], required: tuple[str, ...]
-    ) -> dict[str, Any]:
-        """Validate a client payload: one JSON object with only ``allowed`` fields."""
-        if len(args) > 1:
-            raise _BadRequest(event, f"{event} takes one argument, an object; got {len(args)}")
-        payload = args[0] if args else _MISSING
-        if payload is _MISSING or payload is None:
-            if required:
-                raise _BadRequest(
-                    event, f"{event} needs an object with {required[0]!r}", field=required[0]
-                )
-            return {}
-        if not isinstance(payload, dict):
-            raise _BadRequest(
-                event,
-                f"{event} expects an object, got {_describe(payload)}",
-                expected="an object",
-            )
-        unknown = sorted(str(key) for key in payload if key not in allowed)
-        if unknown:
-            expected = ", ".join(allowed) if allowed else "no fields"
-            raise _BadRequest(
-                event,
-                f"{event}: unknown field {unknown[0][:64]!r}; expected {expected}",
-                field=unknown[0][:64],
-                expected=expected,
-            )
-        for name in required:
-            if name not in payload:
-                raise _BadRequest(event, f"{event}: missing field {name!r}", field=name)
-        return payload
-
-    def _subject(self, event: str, value: Any) -> str:
-        expected = SUBJECT_RULE
-        if not isinstance(value, str):
-            raise _BadRequest(
-                event,
-                f"{event}: config_name must be a string, got {_describe(value)}",
-                field="config_name",
-                expected=expected,
-            )
-        if not is_valid_name(value, MAX_SUBJECT_LENGTH):
-            raise _BadRequest(
-                event,
-                f"{event}: config_name must be {expected}",
-                field="config_name",
-                expected=expected,
-            )
-        return value
-
+    @_request
     def _on_subscribe(self, sid: str, *args: Any) -> None:
         event = "subscribe_task"
-        self._greet_once(sid)
-        try:
-            fields = self._fields(event, args, ("config_name", "since", "stream"), ("config_name",))
-            subject = self._subject(event, fields["config_name"])
-            since = fields.get("since")
-            stream = fields.get("stream")
-            if stream is not None and not isinstance(stream, str):
-                raise _BadRequest(
-                    event,
-                    f"{event}: stream must be a string, got {_describe(stream)}",
-                    field="stream",
-                    expected="the stream id from connection_status",
-                )
-            if since is not None and (
-                not isinstance(since, int) or isinstance(since, bool) or since < 0
-            ):
-                raise _BadRequest(
-                    event,
-                    f"{event}: since must be a whole number >= 0, got {_describe(since)}",
-                    field="since",
-                    expected="a whole number >= 0",
-                )
-            with self._clients_lock:
-                client = self._clients.get(sid)
-            if client is None:
-                return
-            if not client.subscribes.take():
-                raise _BadRequest(
-                    event,
-                    f"{event}: too many requests; at most {self.subscribe_burst} at once, "
-                    f"then {self.subscribe_rate:g} per second",
-                    config_name=subject,
-                    retry_after=round(1 / self.subscribe_rate, 3),
-                )
-            state = self.emitter.state
-            if not self._allowed(client.identity, subject):
-                raise _BadRequest(
-                    event,
-                    f"{event}: not authorised to watch {subject!r}",
-                    field="config_name",
-                    config_name=subject,
-                )
-            if state.snapshot(subject) is None:
-                raise _BadRequest(
-                    event,
-                    f"{event}: unknown config_name {subject!r}",
-                    field="config_name",
-                    expected="the name of a registered config",
-                    config_name=subject,
-                )
-            with self._clients_lock:
-                if subject not in client.subjects:
-                    if len(client.subjects) >= self.max_subscriptions:
-                        raise _BadRequest(
-                            event,
-                            f"{event}: at most {self.max_subscriptions} subscriptions per "
-                            "client; unsubscribe from one first",
-                            field="config_name",
-                            config_name=subject,
-                        )
-                    client.subjects.add(subject)
-                if (sid, subject) in self._pending_joins:
-                    return  # the join already queued answers this one too
-                self._pending_joins.add((sid, subject))
-        except _BadRequest as problem:
-            self._error(sid, problem)
+        request = parse_subscribe(args)
+        subject = request.subject
+        with self._clients_lock:
+            client = self._clients.get(sid)
+        if client is None:
             return
-        if since is not None and stream is not None and stream != self.stream_id:
-            since = -1  # a seq from another stream (a restart) means nothing here
+        if not client.subscribes.take():
+            raise too_many_requests(
+                event, self.subscribe_burst, self.subscribe_rate, config_name=subject
+            )
+        state = self.emitter.state
+        if not self.access.allowed(client.identity, subject):
+            raise BadRequest(
+                event,
+                f"{event}: not authorised to watch {subject!r}",
+                field="config_name",
+                config_name=subject,
+            )
+        if state.snapshot(subject) is None:
+            raise BadRequest(
+                event,
+                f"{event}: unknown config_name {subject!r}",
+                field="config_name",
+                expected="the name of a registered config",
+                config_name=subject,
+            )
+        with self._clients_lock:
+            if subject not in client.subjects:
+                if len(client.subjects) >= self.max_subscriptions:
+                    raise BadRequest(
+                        event,
+                        f"{event}: at most {self.max_subscriptions} subscriptions per "
+                        "client; unsubscribe from one first",
+                        field="config_name",
+                        config_name=subject,
+                    )
+                client.subjects.add(subject)
+            if (sid, subject) in self._pending_joins:
+                return  # the join already queued answers this one too
+            self._pending_joins.add((sid, subject))
+        since = effective_since(request.since, request.stream, self.stream_id)
         with self.emitter.ordered(subject):
             # No event of the subject reaches the adapter until the worker has the join in
             # its queue, so the client gets exactly the events after the snapshot.
@@ -778,25 +507,12 @@ class SocketIOAdapter(BackgroundAdapter):
             if client is None or subject not in client.subjects:
                 return  # gone, or unsubscribed meanwhile
             self.sio.enter_room(sid, room_for(subject), namespace=self.namespace)
-        stream = self.stream_id
-        if since is None:
-            self._send(sid, "task_status", snapshot_payload(snapshot, stream=stream))
-        elif replay is None:
-            self._send(sid, "task_status", snapshot_payload(snapshot, stream=stream, resync=True))
-        else:
-            for event in merge_progress(replay):
-                self._send(sid, "task_status_update", {**update_payload(event), "replayed": True})
-            self._send(sid, "task_status", snapshot_payload(snapshot, stream=stream, resumed=True))
+        for name, payload in join_messages(snapshot, since, replay, self.stream_id):
+            self._send(sid, name, payload)
 
+    @_request
     def _on_unsubscribe(self, sid: str, *args: Any) -> None:
-        event = "unsubscribe_task"
-        self._greet_once(sid)
-        try:
-            fields = self._fields(event, args, ("config_name",), ("config_name",))
-            subject = self._subject(event, fields["config_name"])
-        except _BadRequest as problem:
-            self._error(sid, problem)
-            return
+        subject = parse_unsubscribe(args)
         with self._clients_lock:
             client = self._clients.get(sid)
             if client is None:
@@ -813,35 +529,21 @@ class SocketIOAdapter(BackgroundAdapter):
                 self.sio.leave_room(sid, room_for(subject), namespace=self.namespace)
         self._send(sid, "unsubscribed", {"config_name": subject})
 
+    @_request
     def _on_get_all(self, sid: str, *args: Any) -> None:
-        self._greet_once(sid)
-        try:
-            self._fields("get_all_tasks", args, (), ())
-        except _BadRequest as problem:
-            self._error(sid, problem)
-            return
+        parse_get_all(args)
         with self._clients_lock:
             client = self._clients.get(sid)
             allowed = client is not None and client.all_tasks.take()
         if client is None:
             return
         if not allowed:
-            self._error(
-                sid,
-                _BadRequest(
-                    "get_all_tasks",
-                    f"get_all_tasks: too many requests; at most {self.all_tasks_burst} at "
-                    f"once, then {self.all_tasks_rate:g} per second",
-                    retry_after=round(1 / self.all_tasks_rate, 3),
-                ),
-            )
-            return
+            raise too_many_requests("get_all_tasks", self.all_tasks_burst, self.all_tasks_rate)
         self._send(sid, "all_tasks", self.all_tasks(client.identity))
 
     def all_tasks(self, identity: Any = None) -> dict[str, Any]:
         """The ``all_tasks`` message: every subject ``identity`` may watch."""
-        tasks = {}
-        for subject, snapshot in self.emitter.state.snapshot_all().items():
-            if self._allowed(identity, subject):
-                tasks[subject] = snapshot_payload(snapshot)["status"]
-        return {"tasks": tasks, "timestamp": _timestamp()}
+        return all_tasks_payload(
+            self.emitter.state.snapshot_all(),
+            lambda subject: self.access.allowed(identity, subject),
+        )

@@ -1,0 +1,39 @@
+"""Live task events in browsers and Socket.IO clients.
+
+:class:`SocketIOAdapter` serves the taskevents Socket.IO protocol, a superset of the
+original TaskMaster system's, written down in the docs (``docs/protocol.rst``). The
+protocol itself, without I/O, is :mod:`taskevents.adapters.socketio.protocol`; the
+python-socketio binding is :mod:`taskevents.adapters.socketio.server`.
+
+Requires ``pip install 'taskevents[socketio]'``.
+"""
+
+from __future__ import annotations
+
+from .protocol import (
+    MAX_SUBJECT_LENGTH,
+    PROTOCOL_VERSION,
+    Authenticate,
+    Authorize,
+    Expiring,
+    merge_progress,
+    resolve_identity,
+    room_for,
+    snapshot_payload,
+    update_payload,
+)
+from .server import SocketIOAdapter
+
+__all__ = [
+    "MAX_SUBJECT_LENGTH",
+    "PROTOCOL_VERSION",
+    "Authenticate",
+    "Authorize",
+    "Expiring",
+    "SocketIOAdapter",
+    "merge_progress",
+    "resolve_identity",
+    "room_for",
+    "snapshot_payload",
+    "update_payload",
+]
