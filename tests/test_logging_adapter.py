@@ -132,4 +132,10 @@ def test_console_handler_insisting_on_colour_without_colorlog_says_what_to_insta
     monkeypatch.setitem(sys.modules, "colorlog", None)
     with pytest.raises(MissingDependency, match=r"pip install 'taskevents\[color\]'"):
         console_handler(color=True)
-    assert console_handler(FakeTTY()).formatter is not None  # falls back to plain
+    # without colorlog, a terminal still gets plain lines, not an error
+    handler = console_handler(FakeTTY())
+    record = logging.LogRecord("taskevents", logging.ERROR, __file__, 1, "boom", None, None)
+    assert handler.formatter is not None
+    line = handler.formatter.format(record)
+    assert "boom" in line
+    assert "\x1b[" not in line
