@@ -34,3 +34,18 @@ def test_emit_benchmark_runs_and_prints_its_table() -> None:
     assert result.returncode == 0, result.stderr
     assert "bare blinker" in result.stdout
     assert "taskevents" in result.stdout
+
+
+def test_event_types_example_emits_and_replays_its_own_types() -> None:
+    result = run("examples/event_types.py")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "1 task_started    {}"
+    assert lines[1] == '2 task_log        {"level": "info", "line": "querying 3 tables"}'
+    assert lines[4] == '5 task_artifact   {"name": "report.csv", "size": 48213}'
+    assert lines[5].startswith("6 task_completed")
+    assert lines[6] == (
+        "a client resuming from seq 0 gets: task_started, task_log, task_progress, "
+        "task_log, task_artifact, task_completed"
+    )
+    assert lines[7] == "state: idle last task completed"
