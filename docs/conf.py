@@ -1,7 +1,10 @@
 """Sphinx configuration for the taskevents documentation.
 
-Build the site with ``sphinx-build -W --keep-going -b html docs docs/_build/html`` and
-run the examples with ``sphinx-build -W --keep-going -b doctest docs docs/_build/doctest``.
+Build the site with ``./dev docs`` (``sphinx-build -W --keep-going -b html docs
+docs/_build/html``) and run the examples with ``sphinx-build -W --keep-going -b doctest
+docs docs/_build/doctest`` (``./dev test`` does both). The theme is Furo, which shows a
+``.. contents::`` table as a red error box: do not use that directive (its right
+sidebar lists the page's sections), tests/test_docs.py checks it.
 """
 
 from __future__ import annotations

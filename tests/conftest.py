@@ -11,18 +11,53 @@ from taskevents import Emitter
 from taskevents.signals import SIGNALS, subject_forgotten
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+CI_ADVICE = "CI must install everything and run every test: ./dev test sets it all up"
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    # In CI a skip means a missing install step: make it a failure.
+    # In CI a skip means a missing install step, and an xfail (failing or not) a test that
+    # proves nothing: make both failures.
     report = yield
-    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+    if IN_CI and hasattr(report, "wasxfail"):
+        reason = report.wasxfail
+        outcome = "xfailed" if report.skipped else "xpassed"
+        del report.wasxfail  # else it would still be shown as xfailed / xpassed
         report.outcome = "failed"
-        report.longrepr = f"skipped under CI=true (CI must install everything): {report.longrepr}"
+        report.longrepr = (
+            f"{outcome} under CI=true, where xfail is not allowed: fix the test or the code, "
+            f"and remove the xfail marker ({reason or 'no reason given'})"
+        )
+    elif IN_CI and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true ({CI_ADVICE}): {_skip_reason(report)}"
     return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    # A skip while collecting (pytest.importorskip, or pytest.skip(allow_module_level=True)
+    # at the top of a module) drops the whole module before pytest_runtest_makereport ever
+    # sees a test of it: in CI, make it a collection error.
+    report = yield
+    if IN_CI and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{collector.nodeid} skipped while collecting under CI=true ({CI_ADVICE}): "
+            f"{_skip_reason(report)}"
+        )
+    return report
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # (path, line, "Skipped: why")
+        return str(longrepr[2])
+    return str(longrepr)
 
 
 @pytest.fixture(autouse=True)
