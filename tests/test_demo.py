@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ from typing import Any
 
 import flask
 import pytest
+from flask_socketio import SocketIO
 
 from browser_support import DemoServer, free_port
 from socketio_support import Client, LiveServer
@@ -36,7 +39,7 @@ def wait_idle(app: flask.Flask, config_name: str, timeout: float = 10) -> dict[s
     client = app.test_client()
     while time.monotonic() < deadline:
         body: dict[str, Any] = client.get(f"/api/tasks/{config_name}").get_json()
-        if body["status"]["status"] == "idle" and body["status"]["last_task"]:
+        if body["status"]["status"] == "idle" and body["status"]["last"]:
             return body
         time.sleep(0.02)
     raise AssertionError(f"{config_name} did not finish")
@@ -59,10 +62,12 @@ def test_start_a_task_and_watch_it_complete(demo: flask.Flask) -> None:
             "aws01 is busy with a change_ip task; try again when it has finished"
         )
         final = wait_idle(demo, "aws01")
-    last = final["status"]["last_task"]
+    last = final["status"]["last"]
     assert last["task_id"] == accepted["task_id"]
     assert last["outcome"] == "completed"
     assert last["result"]["status"] == "success"
+    assert final["status"]["last_task"]["status"] == "success"  # the original's summary
+    assert final["status"]["last_task"]["data"] == last["result"]
     stages = [e.data["stage"] for e in events if e.type == "task_progress"]
     assert stages == ["preparation", "execution", "execution", "verification", "verification"]
     assert [e.data["percent"] for e in events if e.type == "task_progress"][-1] == 100
@@ -72,7 +77,7 @@ def test_a_task_can_be_asked_to_fail(demo: flask.Flask) -> None:
     client = demo.test_client()
     response = client.post("/api/tasks/aws02", json={"task_type": "change_ip", "fail": True})
     assert response.status_code == 202
-    last = wait_idle(demo, "aws02")["status"]["last_task"]
+    last = wait_idle(demo, "aws02")["status"]["last"]
     assert last["outcome"] == "failed"
     assert last["error"] == {
         "type": "RuntimeError",
@@ -80,33 +85,135 @@ def test_a_task_can_be_asked_to_fail(demo: flask.Flask) -> None:
     }
 
 
+EXAMPLE = '{"task_type": "change_ip"}'
+
+
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("body", "content_type", "status", "message", "field"),
     [
-        (None, None),
-        ("change_ip", None),
-        ([1], None),
-        ({}, "task_type"),
-        ({"task_type": ""}, "task_type"),
-        ({"task_type": 5}, "task_type"),
-        ({"task_type": "Change IP!"}, "task_type"),
-        ({"task_type": "change_ip", "fail": "yes"}, "fail"),
-        ({"task_type": "change_ip", "priority": 1}, "priority"),
+        (
+            '{"task_type": "change_ip"}',
+            "text/plain",
+            415,
+            "the body must be JSON, sent with Content-Type: application/json (got "
+            f"'text/plain'); e.g. {EXAMPLE}",
+            None,
+        ),
+        (
+            "task_type=change_ip",
+            "application/x-www-form-urlencoded",  # curl -d without -H
+            415,
+            "the body must be JSON, sent with Content-Type: application/json (got "
+            f"'application/x-www-form-urlencoded'); e.g. {EXAMPLE}",
+            None,
+        ),
+        ("", None, 400, f"the body is empty; send a JSON object such as {EXAMPLE}", None),
+        (
+            "not json",
+            None,
+            400,
+            f"the body is not valid JSON; send a JSON object such as {EXAMPLE}",
+            None,
+        ),
+        (
+            "{",
+            "application/json",
+            400,
+            f"the body is not valid JSON; send a JSON object such as {EXAMPLE}",
+            None,
+        ),
+        (
+            '"change_ip"',
+            "application/json",
+            400,
+            f"the body must be a JSON object such as {EXAMPLE}, got a string",
+            None,
+        ),
+        (
+            "[1]",
+            None,
+            400,
+            f"the body must be a JSON object such as {EXAMPLE}, got an array",
+            None,
+        ),
+        ("{}", "application/json", 400, f"missing field 'task_type'; e.g. {EXAMPLE}", "task_type"),
+        ('{"fail": true}', None, 400, f"missing field 'task_type'; e.g. {EXAMPLE}", "task_type"),
+        *[
+            (
+                body,
+                "application/json",
+                400,
+                "task_type must be a string of lowercase letters, digits and _ (at most 64), "
+                'e.g. "change_ip"',
+                "task_type",
+            )
+            for body in ['{"task_type": ""}', '{"task_type": 5}', '{"task_type": "Change IP!"}']
+        ],
+        (
+            '{"task_type": "change_ip", "fail": "yes"}',
+            "application/json",
+            400,
+            "fail must be true or false",
+            "fail",
+        ),
+        (
+            '{"task_type": "change_ip", "priority": 1}',
+            "application/json",
+            400,
+            "unknown field 'priority'; expected task_type and optionally fail",
+            "priority",
+        ),
     ],
 )
-def test_bad_bodies_get_400_with_a_clear_message(
-    demo: flask.Flask, body: Any, field: str | None
+def test_bad_bodies_get_an_error_that_says_what_to_send(
+    demo: flask.Flask,
+    body: str,
+    content_type: str | None,
+    status: int,
+    message: str,
+    field: str | None,
 ) -> None:
     client = demo.test_client()
-    if body is None:
-        response = client.post("/api/tasks/aws03", data="not json", content_type="text/plain")
-    else:
-        response = client.post("/api/tasks/aws03", json=body)
-    assert response.status_code == 400
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = client.post("/api/tasks/aws03", data=body, headers=headers)
+    assert response.status_code == status
     error = response.get_json()["error"]
-    assert error["message"]
+    assert error["message"] == message
     assert error.get("field") == field
     assert client.get("/api/tasks/aws03").get_json()["status"]["status"] == "idle"
+
+
+def test_a_json_body_without_content_type_is_accepted(demo: flask.Flask) -> None:
+    client = demo.test_client()
+    response = client.post("/api/tasks/aws01", data=CHANGE_IP)  # curl --data-raw, no -H
+    assert "Content-Type" not in response.request.headers
+    assert response.status_code == 202
+    assert response.get_json()["task_type"] == "change_ip"
+    json_with_charset = {"Content-Type": "application/json; charset=utf-8"}
+    second = client.post("/api/tasks/aws02", data=CHANGE_IP, headers=json_with_charset)
+    assert second.status_code == 202
+
+
+def test_api_errors_are_json(demo: flask.Flask) -> None:
+    client = demo.test_client()
+    too_large = client.post(
+        "/api/tasks/aws01",
+        data='{"task_type": "' + "x" * 20_000 + '"}',
+        content_type="application/json",
+    )
+    assert too_large.status_code == 413
+    assert too_large.get_json() == {
+        "error": {"message": "the request body is too large; at most 16384 bytes"}
+    }
+    wrong_method = client.delete("/api/tasks/aws01")
+    assert wrong_method.status_code == 405
+    assert wrong_method.get_json()["error"]["allowed"] == ["GET", "HEAD", "OPTIONS", "POST"]
+    assert wrong_method.headers["Allow"] == "GET, HEAD, OPTIONS, POST"
+    for path in ("/api/tasks/aws01/start", "/api/other", "/api"):
+        missing = client.get(path)
+        assert missing.status_code == 404, path
+        assert missing.get_json() == {"error": {"message": f"nothing here: GET {path!r}"}}
+    assert client.get("/nowhere").mimetype == "text/html"  # the pages keep Flask's own
 
 
 def test_unknown_config_is_404(demo: flask.Flask) -> None:
@@ -388,3 +495,291 @@ def test_create_app_answers_the_loopback_names_by_default() -> None:
         assert refused.status_code == 400
     finally:
         TaskEvents.state(app).close()
+
+
+# -- the original test server's simulate events ------------------------------------------
+
+
+def greeted(server: LiveServer) -> Client:
+    client = Client().connect(server.url)
+    assert client.next()[0] == "connection_status"
+    return client
+
+
+def test_simulate_events_start_and_end_a_task(live_demo: LiveServer) -> None:
+    watcher = greeted(live_demo)
+    driver = greeted(live_demo)
+    try:
+        watcher.emit("subscribe_task", {"config_name": "aws02"})
+        watcher.wait_for("task_status")
+        driver.emit("simulate_task_start", {"config_name": "aws02", "task_type": "change_region"})
+        started = watcher.wait_for("task_status_update")["update"]
+        assert started["event"] == "task_started"
+        assert started["task_type"] == "change_region"
+        assert started["status"] == "busy"
+        driver.emit("simulate_task_complete", {"config_name": "aws02", "result": "success"})
+        done = watcher.wait_for("task_status_update")["update"]
+        assert done["event"] == "task_completed"
+        assert done["result"] == {"status": "success", "data": "Simulated task result"}
+        assert done["status"] == "idle"
+        assert done["task_id"] == started["task_id"]
+        # the defaults of the original: change_ip, success; and "failed" fails the task
+        driver.emit("simulate_task_start", {"config_name": "aws02"})
+        assert watcher.wait_for("task_status_update")["update"]["task_type"] == "change_ip"
+        driver.emit("simulate_task_complete", {"config_name": "aws02", "result": "failed"})
+        failed = watcher.wait_for("task_status_update")["update"]
+        assert failed["event"] == "task_failed"
+        assert failed["error"] == {"type": "RuntimeError", "message": "the simulated task failed"}
+        assert [name for name, _ in driver.drain()] == []  # no error, nothing else
+    finally:
+        watcher.close()
+        driver.close()
+
+
+@pytest.mark.parametrize(
+    ("event", "args", "error"),
+    [
+        (
+            "simulate_task_start",
+            (),
+            {
+                "message": "simulate_task_start needs an object with 'config_name'",
+                "field": "config_name",
+            },
+        ),
+        (
+            "simulate_task_start",
+            ("aws01",),
+            {
+                "message": "simulate_task_start expects an object, got a string",
+                "expected": "an object",
+            },
+        ),
+        (
+            "simulate_task_start",
+            ({"config_name": "aws01"}, {}),
+            {"message": "simulate_task_start takes one argument, an object; got 2"},
+        ),
+        (
+            "simulate_task_start",
+            ({"config_name": "aws01", "colour": "red"},),
+            {
+                "message": "simulate_task_start: unknown field 'colour'; expected config_name, "
+                "task_type",
+                "field": "colour",
+                "expected": "config_name, task_type",
+            },
+        ),
+        (
+            "simulate_task_start",
+            ({"task_type": "change_ip"},),
+            {"message": "simulate_task_start: missing field 'config_name'", "field": "config_name"},
+        ),
+        (
+            "simulate_task_start",
+            ({"config_name": 1},),
+            {
+                "message": "simulate_task_start: config_name must be one of aws01, aws02, aws03",
+                "field": "config_name",
+                "expected": "the name of a registered config",
+            },
+        ),
+        (
+            "simulate_task_start",
+            ({"config_name": "aws99"},),
+            {
+                "message": "simulate_task_start: unknown config_name 'aws99'",
+                "field": "config_name",
+                "expected": "the name of a registered config",
+                "config_name": "aws99",
+            },
+        ),
+        (
+            "simulate_task_start",
+            ({"config_name": "aws01", "task_type": "Change IP!"},),
+            {
+                "message": "simulate_task_start: task_type must be a string of lowercase "
+                "letters, digits and _ (at most 64)",
+                "field": "task_type",
+                "expected": "a string of lowercase letters, digits and _ (at most 64)",
+            },
+        ),
+        (
+            "simulate_task_complete",
+            ({"config_name": "aws01", "result": "maybe"},),
+            {
+                "message": 'simulate_task_complete: result must be "success" or "failed", '
+                "got a string",
+                "field": "result",
+                "expected": '"success" or "failed"',
+            },
+        ),
+        (
+            "simulate_task_complete",
+            ({"config_name": "aws01"},),
+            {
+                "message": "simulate_task_complete: no task started with simulate_task_start "
+                "runs on aws01",
+                "field": "config_name",
+                "config_name": "aws01",
+            },
+        ),
+    ],
+)
+def test_simulate_events_answer_mistakes_with_an_error(
+    live_demo: LiveServer, event: str, args: tuple[Any, ...], error: dict[str, Any]
+) -> None:
+    client = greeted(live_demo)
+    try:
+        client.emit(event, *args)
+        assert client.wait_for("error") == {"event": event, **error}
+        assert live_demo_state(live_demo)["aws01"]["seq"] == 0  # nothing happened
+    finally:
+        client.close()
+
+
+def live_demo_state(server: LiveServer) -> dict[str, Any]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.server.server_port, timeout=10)
+    try:
+        connection.request("GET", "/api/tasks")
+        tasks: dict[str, Any] = json.loads(connection.getresponse().read())["tasks"]
+        return tasks
+    finally:
+        connection.close()
+
+
+def test_simulate_start_on_a_busy_config_is_refused(live_demo: LiveServer) -> None:
+    client = greeted(live_demo)
+    try:
+        port = live_demo.server.server_port
+        assert (
+            send(port, "POST", "/api/tasks/aws03", f"127.0.0.1:{port}", None, CHANGE_IP)[0] == 202
+        )
+        client.emit("simulate_task_start", {"config_name": "aws03"})
+        assert client.wait_for("error") == {
+            "message": "simulate_task_start: aws03 is busy with a change_ip task",
+            "event": "simulate_task_start",
+            "field": "config_name",
+            "config_name": "aws03",
+        }
+        # a task the demo runs by itself is not simulate_task_complete's to end
+        client.emit("simulate_task_complete", {"config_name": "aws03"})
+        assert client.wait_for("error")["field"] == "config_name"
+    finally:
+        client.close()
+
+
+def test_connection_status_comes_before_a_simulate_answer(live_demo: LiveServer) -> None:
+    for _ in range(5):
+        client = Client().connect(live_demo.url)
+        try:
+            client.emit("simulate_task_complete", {"config_name": "aws01"})
+            assert [client.next()[0], client.next()[0]] == ["connection_status", "error"]
+        finally:
+            client.close()
+
+
+def test_the_simulate_events_are_the_demos_only() -> None:
+    app = flask.Flask("not-the-demo")
+    app.config["TASKEVENTS_SUBJECTS"] = ["aws01"]
+    extension = TaskEvents(app, SocketIO(app, async_mode="threading"))
+    server = LiveServer(app)
+    client = Client().connect(server.url)
+    try:
+        assert client.next()[0] == "connection_status"
+        client.emit("simulate_task_start", {"config_name": "aws01"})
+        error = client.wait_for("error")
+        assert error["event"] == "simulate_task_start"
+        assert error["message"].startswith("unknown event 'simulate_task_start'")
+        assert extension.emitter.state.snapshot("aws01").seq == 0  # type: ignore[union-attr]
+    finally:
+        client.close()
+        server.stop()
+        TaskEvents.state(app).close()
+
+
+# -- the demo process: its log and how it stops -----------------------------------------
+
+
+@pytest.mark.parametrize("async_mode", ["threading", "gevent"])
+def test_the_demo_log_shows_every_event_and_no_server_noise(
+    tmp_path: Path, async_mode: str
+) -> None:
+    log_path = tmp_path / "demo.log"
+    with demo_process(log_path, "--task-seconds", "0.3", "--async-mode", async_mode) as port:
+        url = f"http://127.0.0.1:{port}"
+        watcher = Client().connect(url)  # websocket, from the start
+        upgraded = Client().connect(url, transports=["polling", "websocket"])
+        try:
+            watcher.emit("subscribe_task", {"config_name": "aws01"})
+            watcher.wait_for("task_status")
+            send(port, "POST", "/api/tasks/aws01", f"127.0.0.1:{port}", None, CHANGE_IP)
+            watcher.wait_for(
+                "task_status_update", lambda p: p["update"]["event"] == "task_completed"
+            )
+        finally:
+            watcher.close()  # each close leaves websocket frames on the socket
+            upgraded.close()
+        for _ in range(3):
+            Client().connect(url).close()
+        time.sleep(0.5)
+        # a real client error is still logged
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            raw.sendall(b"hello there\r\n\r\n")
+            assert b"400" in raw.recv(1000)
+        time.sleep(0.3)
+    log = log_path.read_text(errors="replace")
+    for stage in ("10% [preparation]", "55% [execution]", "100% [verification]"):
+        assert f"INFO     aws01: change_ip {stage}" in log
+    assert "aws01: change_ip completed" in log
+    assert "production" not in log  # the demo knows it runs a development server
+    assert "Serving Flask app" not in log
+    noise = [line for line in log.splitlines() if "400" in line or "Expected GET" in line]
+    assert len(noise) == 1, log  # the hello above, nothing from the websockets
+    assert "hello" in noise[0]
+
+
+DEMO = (sys.executable, "-m", "taskevents", "demo")
+
+
+@pytest.mark.parametrize("async_mode", ["threading", "gevent"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_the_demo_stops_at_once_on_sigterm_and_ctrl_c(
+    tmp_path: Path, async_mode: str, signum: int
+) -> None:
+    log_path = tmp_path / "demo.log"
+    port = free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*DEMO, "--port", str(port), "--task-seconds", "5", "--async-mode", async_mode],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    client = Client()
+    try:
+        deadline = time.monotonic() + 30
+        while "answering the host names" not in log_path.read_text():
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        client.connect(f"http://127.0.0.1:{port}")  # a live websocket...
+        client.emit("subscribe_task", {"config_name": "aws01"})
+        client.wait_for("task_status")
+        send(port, "POST", "/api/tasks/aws01", f"127.0.0.1:{port}", None, CHANGE_IP)
+        client.wait_for("task_status_update")  # ...and a task running
+        began = time.monotonic()
+        process.send_signal(signum)
+        code = process.wait(timeout=10)
+        took = time.monotonic() - began
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        client.close()
+    text = log_path.read_text()
+    assert code == 0, text
+    assert took < 0.5, f"{took:.3f} s\n{text}"
+    assert text.rstrip().endswith("taskevents demo: stopped"), text
+    assert "Traceback" not in text

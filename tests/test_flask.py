@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import logging
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import flask
@@ -70,22 +71,100 @@ def test_rest_endpoints(apps: list[flask.Flask]) -> None:
 
     everything = client.get("/api/tasks")
     assert everything.status_code == 200
-    tasks = everything.get_json()["tasks"]
+    listing = everything.get_json()
+    assert sorted(listing) == ["tasks", "timestamp"]  # REST keeps its own envelope
+    assert datetime.fromisoformat(listing["timestamp"]).tzinfo is not None
+    tasks = listing["tasks"]
     assert sorted(tasks) == ["aws01", "aws02"]
     assert tasks["aws01"]["status"] == "busy"
+    assert tasks["aws01"]["current_task"] == "change_ip"
 
     one = client.get("/api/tasks/aws01")
     assert one.status_code == 200
     body = one.get_json()
     assert body["config_name"] == "aws01"
     assert body["seq"] == 2
-    assert body["status"]["current_task"]["progress"] == {"percent": 40, "stage": "execution"}
+    assert body["status"]["current"]["progress"] == {"percent": 40, "stage": "execution"}
 
     missing = client.get("/api/tasks/aws09")
     assert missing.status_code == 404
     assert missing.get_json() == {
         "error": {"message": "unknown config_name 'aws09'", "config_name": "aws09"}
     }
+
+
+def test_errors_under_the_api_prefix_are_json(apps: list[flask.Flask]) -> None:
+    app = make_app(apps, subjects=["aws01"])
+    app.config["MAX_CONTENT_LENGTH"] = 100
+
+    @app.post("/api/tasks/<subject>/notes")  # the app's own endpoint under the prefix
+    def add_note(subject: str) -> str:
+        flask.request.get_data()
+        return "noted"
+
+    @app.get("/api/tasks/<subject>/crash")
+    def crash(subject: str) -> str:
+        raise RuntimeError("secret detail")
+
+    TaskEvents(app, SocketIO(app, async_mode="threading"))
+    client = app.test_client()
+
+    missing = client.get("/api/tasks/aws01/history")
+    assert missing.status_code == 404
+    assert missing.is_json
+    assert missing.get_json() == {
+        "error": {"message": "nothing here: GET '/api/tasks/aws01/history'"}
+    }
+
+    wrong_method = client.delete("/api/tasks/aws01")
+    assert wrong_method.status_code == 405
+    assert wrong_method.get_json() == {
+        "error": {
+            "message": "DELETE is not allowed on '/api/tasks/aws01'; allowed: GET, HEAD, OPTIONS",
+            "allowed": ["GET", "HEAD", "OPTIONS"],
+        }
+    }
+    assert wrong_method.headers["Allow"] == "GET, HEAD, OPTIONS"
+    assert client.post("/api/tasks").status_code == 405
+
+    too_large = client.post("/api/tasks/aws01/notes", data="x" * 101)
+    assert too_large.status_code == 413
+    assert too_large.get_json() == {
+        "error": {"message": "the request body is too large; at most 100 bytes"}
+    }
+    assert client.post("/api/tasks/aws01/notes", data="x" * 100).status_code == 200
+
+    crashed = client.get("/api/tasks/aws01/crash")
+    assert crashed.status_code == 500
+    assert crashed.get_json() == {"error": {"message": "internal server error"}}
+
+    app.config["TRUSTED_HOSTS"] = ["localhost"]
+    refused = client.get("/api/tasks", headers={"Host": "rebind.example"})
+    assert refused.status_code == 400
+    assert refused.get_json() == {"error": {"message": "Host 'rebind.example' is not trusted."}}
+    app.config["TRUSTED_HOSTS"] = None
+
+    # Elsewhere, Flask's own pages as before.
+    assert client.get("/elsewhere").mimetype == "text/html"
+    assert client.delete("/websocket").mimetype == "text/html"
+    assert client.get("/api/tasksx").mimetype == "text/html"  # not under the prefix
+
+
+def test_json_errors_leave_the_apps_own_handlers_for_other_paths(
+    apps: list[flask.Flask],
+) -> None:
+    app = make_app(apps, subjects=["aws01"], api_prefix="/v2/tasks")
+
+    @app.errorhandler(404)
+    def not_found(error: Exception) -> tuple[str, int]:
+        return "the app's own 404", 404
+
+    TaskEvents(app, SocketIO(app, async_mode="threading"))
+    client = app.test_client()
+    assert client.get("/nowhere").get_data(as_text=True) == "the app's own 404"
+    under = client.get("/v2/tasks/aws01/x")
+    assert under.status_code == 404
+    assert under.get_json()["error"]["message"] == "nothing here: GET '/v2/tasks/aws01/x'"
 
 
 def test_rest_endpoints_use_the_auth_hooks(apps: list[flask.Flask]) -> None:
@@ -217,7 +296,7 @@ def test_authorize_runs_in_the_app_context_on_socketio_too(apps: list[flask.Flas
     TaskEvents(app, SocketIO(app, async_mode="threading"), authorize=authorize)
     adapter = TaskEvents.state(app).socketio_adapter
     # what the Socket.IO handlers call, outside any request
-    assert sorted(adapter.all_tasks()["tasks"]) == ["aws02"]
+    assert sorted(adapter.all_tasks()) == ["aws02"]
     assert adapter.error_count == 0
 
 

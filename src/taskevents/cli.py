@@ -11,7 +11,7 @@ from taskevents.exceptions import MissingDependency
 
 def _demo(args: argparse.Namespace) -> int:
     try:
-        from taskevents.demo import create_app
+        from taskevents.demo import create_app, serve
     except ImportError as exc:
         missing = MissingDependency(exc.name or "flask-socketio", "socketio", "taskevents demo")
         print(missing, file=sys.stderr)
@@ -37,9 +37,20 @@ def _demo(args: argparse.Namespace) -> int:
         task_seconds=args.task_seconds, async_mode=args.async_mode, allowed_hosts=hosts
     )
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"taskevents demo: open http://{shown}:{args.port}/ (Ctrl+C stops it)")
-    print(f"answering the host names {hosts.describe()} (more with --allowed-host)", flush=True)
-    socketio.run(app, host=args.host, port=args.port, allow_unsafe_werkzeug=True, log_output=False)
+
+    def ready() -> None:
+        print(f"taskevents demo: open http://{shown}:{args.port}/ (Ctrl+C stops it)")
+        print(
+            f"answering the host names {hosts.describe()} (more with --allowed-host)",
+            flush=True,
+        )
+
+    try:
+        serve(app, socketio, args.host, args.port, ready=ready)
+    except OSError as exc:
+        print(f"cannot listen on {shown}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print("taskevents demo: stopped", flush=True)
     return 0
 
 

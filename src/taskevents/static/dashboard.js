@@ -86,6 +86,9 @@
   const stats = { duplicatesIgnored: 0, replayed: 0, resumed: 0, resynced: 0 };
   let connectionId = 0;
   let gotSubjectList = false;
+  // Whether the Socket.IO connection is up, and the connection box's state.
+  let online = false;
+  let connectionState = "connecting";
 
   function loadWanted() {
     try {
@@ -122,6 +125,7 @@
         subscribedOn: 0,
         sync: "",
         replayed: 0,
+        ended: "", // why the server ended the subscription, if it did
         dom: null,
       };
       subjects.set(name, subject);
@@ -131,23 +135,30 @@
     return subject;
   }
 
+  function isTask(value) {
+    return value !== null && typeof value === "object" && !Array.isArray(value);
+  }
+
   function newestOf(running) {
     let newest = null;
     for (const task of running.values()) newest = task;
     return newest;
   }
 
+  /** Take a status object (docs/protocol.rst): taskevents' task objects are under
+   * `current`, `last` and `running_tasks`; `current_task` and `last_task` keep the
+   * original system's shapes (a task type, a summary) for its clients. */
   function applySnapshot(subject, status, seq) {
     const snapshot = typeof status === "string" ? { status } : status || {};
     subject.status = snapshot.status || "idle";
     subject.running = new Map();
     const tasks = Array.isArray(snapshot.running_tasks) ? snapshot.running_tasks : [];
-    for (const task of tasks.length ? tasks : snapshot.current_task ? [snapshot.current_task] : []) {
-      subject.running.set(task.task_id || "", Object.assign({}, task));
+    for (const task of tasks.length ? tasks : isTask(snapshot.current) ? [snapshot.current] : []) {
+      if (isTask(task)) subject.running.set(task.task_id || "", Object.assign({}, task));
     }
     subject.current = newestOf(subject.running);
-    subject.last = snapshot.last_task ? Object.assign({}, snapshot.last_task) : null;
-    subject.metadata = snapshot.metadata || subject.metadata;
+    subject.last = isTask(snapshot.last) ? Object.assign({}, snapshot.last) : null;
+    if (snapshot.metadata && typeof snapshot.metadata === "object") subject.metadata = snapshot.metadata;
     const at = typeof seq === "number" ? seq : snapshot.seq;
     if (typeof at === "number") subject.seq = at;
   }
@@ -196,8 +207,10 @@
       card: null,
       meta: el("p", { className: "card-meta", "data-role": "meta" }),
       status: el("span", { className: "badge", "data-role": "status" }, "idle"),
+      notice: el("p", { className: "card-notice", "data-role": "card-notice", role: "status", hidden: true }),
       taskLabel: el("span", { className: "field-label" }, "Task"),
       taskType: el("span", { className: "task-type", "data-role": "task-type" }, "none yet"),
+      progressBlock: null,
       progress: el(
         "div",
         {
@@ -226,10 +239,22 @@
       runFail: null,
       footer: el("p", { className: "card-foot", "data-role": "sync" }),
     };
+    // Shown only while a task runs: an empty bar on an idle card reads as a stalled task.
+    dom.progressBlock = el(
+      "div",
+      { className: "progress-block", "data-role": "progress-block", hidden: true },
+      dom.progress,
+      el("div", { className: "progress-line" }, dom.percent, dom.stage),
+      dom.message,
+    );
     const actions = el("div", { className: "card-actions" }, dom.subscribe);
     if (settings.demo && settings.apiPrefix) {
       dom.run = el("button", { type: "button", className: "button button-primary", "data-role": "run" }, "Run change_ip");
-      dom.runFail = el("button", { type: "button", className: "button button-danger", "data-role": "run-fail" }, "Run failing task");
+      dom.runFail = el(
+        "button",
+        { type: "button", className: "button button-danger", "data-role": "run-fail", "data-hint": "Run a change_ip task that fails halfway" },
+        "Run & fail",
+      );
       actions.append(dom.run, dom.runFail);
       dom.run.addEventListener("click", () => runTask(subject, false));
       dom.runFail.addEventListener("click", () => runTask(subject, true));
@@ -244,10 +269,9 @@
         el("div", { className: "card-name" }, el("h3", { className: "card-title", id: titleId }, name), dom.meta),
         dom.status,
       ),
+      dom.notice,
       el("div", { className: "task-line" }, dom.taskLabel, dom.taskType),
-      dom.progress,
-      el("div", { className: "progress-line" }, dom.percent, dom.stage),
-      dom.message,
+      dom.progressBlock,
       dom.outcome,
       dom.error,
       actions,
@@ -269,46 +293,120 @@
     node.classList.add("flash");
   }
 
+  /** Metadata keys shown under a friendlier name. */
+  const META_LABELS = { aws_current_region: "region" };
+
+  const ENDED_BY_SERVER = {
+    revoked: "You may no longer watch this subject: the server withdrew your access.",
+    forgotten: "The server no longer has this subject.",
+    expired: "The server dropped this subject after it had been idle for a long time.",
+  };
+
+  function endedText(reason) {
+    return ENDED_BY_SERVER[reason] || "The server ended this subscription (" + reason + ").";
+  }
+
+  function runningSummary(subject) {
+    const running = subject.current;
+    if (!running) return subject.status;
+    const known = percentOf(running.progress);
+    return "busy, " + (running.task_type || "task") + (known === null ? "" : " at " + Math.round(known) + "%");
+  }
+
   function renderCard(subject) {
     const dom = subject.dom;
     const card = dom.card;
     const busy = subject.status === "busy";
     card.dataset.status = subject.status;
-    dom.status.textContent = subject.status;
-    dom.status.className = "badge badge-" + (busy ? "busy" : "idle");
+    card.dataset.connection = online ? "online" : "offline";
+    // Offline, the last known state may be stale: say so rather than show a live "busy".
+    dom.status.textContent = online ? subject.status : "offline";
+    dom.status.className = "badge badge-" + (!online ? "offline" : busy ? "busy" : "idle");
+    dom.status.title = online ? "" : "Last known: " + runningSummary(subject);
 
-    const meta = Object.entries(subject.metadata || {}).map(([key, value]) => key + " " + summarize(value, 40));
+    const meta = Object.entries(subject.metadata || {}).map(
+      ([key, value]) => (META_LABELS[key] || key) + " " + summarize(value, 40),
+    );
     dom.meta.textContent = meta.join(" · ");
     dom.meta.hidden = meta.length === 0;
 
+    let notice = "";
+    let noticeKind = "";
+    if (!online) {
+      noticeKind = "offline";
+      notice = (connectionState === "disconnected" ? "Disconnected" : "Connection lost, reconnecting") +
+        ". Last known state: " + runningSummary(subject) + ".";
+    } else if (subject.ended) {
+      noticeKind = "ended";
+      notice = endedText(subject.ended);
+    }
+    dom.notice.textContent = notice;
+    dom.notice.hidden = !notice;
+    dom.notice.dataset.kind = noticeKind;
+
     const running = subject.current;
     const last = subject.last;
-    let progress = null;
-    let percent = 0;
-    let barState = "empty";
     if (running) {
-      dom.taskLabel.textContent = "Running";
+      dom.taskLabel.textContent = online ? "Running" : "Was running";
       const others = subject.running.size - 1;
       dom.taskType.textContent = (running.task_type || "task") + (others > 0 ? " (+" + others + " more)" : "");
-      progress = running.progress;
-      const known = percentOf(progress);
-      percent = known === null ? 0 : known;
-      barState = known === null ? "indeterminate" : "running";
     } else if (last) {
       dom.taskLabel.textContent = "Last run";
       dom.taskType.textContent = last.task_type || "task";
-      progress = last.progress;
-      const known = percentOf(progress);
-      percent = last.outcome === "completed" ? 100 : known === null ? 0 : known;
-      barState = last.outcome || "empty";
     } else {
       dom.taskLabel.textContent = "Task";
       dom.taskType.textContent = "none yet";
     }
+    renderProgress(subject, online ? running : null);
+    renderOutcome(subject);
+
+    const pending = subject.wanted && !subject.joined;
+    card.dataset.subscribed = subject.joined && subject.wanted ? "true" : pending ? "pending" : "false";
+    dom.subscribe.textContent = subject.wanted ? (pending && online ? "Subscribing…" : "Unsubscribe") : "Subscribe";
+    dom.subscribe.classList.toggle("button-on", subject.wanted);
+    // Nothing reaches the server while offline; the buttons say so instead of failing.
+    for (const button of [dom.subscribe, dom.run, dom.runFail]) {
+      if (!button) continue;
+      button.disabled = !online;
+      button.title = online ? button.dataset.hint || "" : "Not connected to the server";
+    }
+    card.dataset.sync = subject.sync;
+    card.dataset.seq = String(subject.seq);
+    dom.footer.textContent = footerText(subject, pending);
+    dom.footer.title = "seq " + subject.seq + (subject.sync ? " · last sync: " + subject.sync : "") +
+      (subject.stream ? " · stream " + subject.stream : "");
+  }
+
+  function footerText(subject, pending) {
+    if (!online) return subject.wanted ? "Live updates resume when the connection is back" : "Not connected";
+    if (subject.ended) return "Not subscribed";
+    if (!subject.wanted) return "Not subscribed · refreshed every " + REFRESH_MS / 1000 + " s";
+    if (pending) return "Subscribing…";
+    if (subject.sync === "resumed") return "Live · caught up after reconnecting";
+    if (subject.sync === "resync") return "Live · reloaded (the missed updates were no longer available)";
+    return "Live";
+  }
+
+  /** The progress block: shown only for a running task, hidden once it ends (its
+   * message would be stale; the outcome says how it ended). */
+  function renderProgress(subject, running) {
+    const dom = subject.dom;
+    dom.progressBlock.hidden = !running;
+    if (!running) {
+      dom.progress.className = "progress";
+      dom.fill.style.width = "0%";
+      dom.percent.textContent = "";
+      dom.stage.textContent = "";
+      dom.message.textContent = "";
+      return;
+    }
+    const progress = running.progress;
+    const known = percentOf(progress);
+    const percent = known === null ? 0 : known;
     const shown = Math.round(percent);
-    dom.progress.className = "progress progress-" + barState;
+    dom.progress.className = "progress progress-" + (known === null ? "indeterminate" : "running");
     dom.fill.style.width = percent + "%";
-    if (barState === "indeterminate") {
+    if (known === null) {
       dom.progress.removeAttribute("aria-valuenow");
       dom.progress.setAttribute("aria-valuetext", "in progress");
       dom.percent.textContent = "…";
@@ -319,17 +417,6 @@
     }
     dom.stage.textContent = progress && progress.stage ? String(progress.stage) : "";
     dom.message.textContent = progress && progress.message ? String(progress.message) : "";
-
-    renderOutcome(subject);
-
-    const pending = subject.wanted && !subject.joined;
-    card.dataset.subscribed = subject.joined && subject.wanted ? "true" : pending ? "pending" : "false";
-    dom.subscribe.textContent = subject.wanted ? (pending ? "Subscribing…" : "Unsubscribe") : "Subscribe";
-    dom.subscribe.classList.toggle("button-on", subject.wanted);
-    card.dataset.sync = subject.sync;
-    card.dataset.seq = String(subject.seq);
-    const live = subject.joined && subject.wanted ? "live" : subject.wanted ? "waiting for the server" : "not subscribed, refreshed every " + REFRESH_MS / 1000 + " s";
-    dom.footer.textContent = "seq " + subject.seq + " · " + live + (subject.sync ? " · last sync: " + subject.sync : "");
   }
 
   function renderOutcome(subject) {
@@ -399,11 +486,17 @@
   const connectionBox = role("connection");
   const connectionText = role("connection-text");
   const connectionToggle = role("connection-toggle");
+  const subscribeAll = role("subscribe-all");
 
   function setConnection(state, text) {
+    const changed = state !== connectionState;
+    connectionState = state;
+    online = state === "connected";
     connectionBox.dataset.state = state;
     connectionText.textContent = text;
     connectionToggle.textContent = state === "disconnected" ? "Connect" : "Disconnect";
+    subscribeAll.disabled = !online;
+    if (changed) for (const subject of subjects.values()) renderCard(subject);
   }
 
   if (typeof window.io !== "function") {
@@ -431,6 +524,7 @@
 
   function toggleSubscription(subject) {
     subject.wanted = !subject.wanted;
+    subject.ended = "";
     if (subject.wanted) {
       subscribe(subject, false);
     } else {
@@ -450,7 +544,7 @@
     }
   });
 
-  role("subscribe-all").addEventListener("click", () => {
+  subscribeAll.addEventListener("click", () => {
     for (const subject of subjects.values()) {
       if (!subject.wanted) toggleSubscription(subject);
     }
@@ -473,10 +567,7 @@
   });
 
   socket.on("disconnect", (reason) => {
-    for (const subject of subjects.values()) {
-      subject.joined = false;
-      renderCard(subject);
-    }
+    for (const subject of subjects.values()) subject.joined = false;
     if (reason === "io client disconnect") {
       setConnection("disconnected", "Disconnected");
     } else if (reason === "io server disconnect") {
@@ -507,9 +598,11 @@
 
   // -- protocol messages ----------------------------------------------------------------
 
+  // all_tasks is {config_name: status object}, as the original sent it.
   socket.on("all_tasks", (payload) => {
-    const tasks = (payload && payload.tasks) || {};
+    const tasks = payload && typeof payload === "object" && !Array.isArray(payload) ? payload : {};
     for (const name of Object.keys(tasks).sort()) {
+      if (!isTask(tasks[name])) continue;
       const subject = subjectFor(name);
       // Subscribed cards follow their own stream; taking this snapshot would skip events.
       if (!subject.wanted) applySnapshot(subject, tasks[name]);
@@ -545,7 +638,10 @@
       subject.sync = "snapshot";
       note = "snapshot at seq " + subject.seq + ": " + subject.status;
     }
-    if (subject.wanted) subject.joined = true;
+    if (subject.wanted) {
+      subject.joined = true;
+      subject.ended = "";
+    }
     log("task_status", subject.name, note, { "data-sync": subject.sync });
     renderCard(subject);
     flash(subject.dom.card);
@@ -596,9 +692,25 @@
   socket.on("unsubscribed", (payload) => {
     if (!payload || typeof payload.config_name !== "string") return;
     const subject = subjectFor(payload.config_name);
-    // A late confirmation after a quick re-subscribe is not news.
-    if (!subject.wanted) subject.joined = false;
-    log("unsubscribed", subject.name, "no more live updates");
+    const reason = typeof payload.reason === "string" && payload.reason ? payload.reason : "";
+    if (reason) {
+      // The server ended it by itself: subscribing again would likely be refused
+      // (revoked), or be about a new subject (forgotten, expired). Say so, and leave
+      // the choice to the user.
+      subject.wanted = false;
+      subject.joined = false;
+      subject.ended = reason;
+      if (reason !== "revoked") {
+        subject.seq = 0; // a subject that comes back is numbered from 1 again
+        subject.stream = undefined;
+      }
+      saveWanted();
+      log("unsubscribed", subject.name, "ended by the server: " + reason);
+    } else {
+      // A late confirmation after a quick re-subscribe is not news.
+      if (!subject.wanted) subject.joined = false;
+      log("unsubscribed", subject.name, "no more live updates");
+    }
     renderCard(subject);
   });
 

@@ -28,7 +28,7 @@ from taskevents.events import (
     TaskEvent,
 )
 from taskevents.exceptions import ValidationError
-from taskevents.state import SubjectState
+from taskevents.state import SubjectState, TaskInfo
 
 __all__ = [
     "CLIENT_EVENTS",
@@ -52,6 +52,7 @@ __all__ = [
     "resolve_identity",
     "room_for",
     "snapshot_payload",
+    "status_object",
     "too_many_requests",
     "unknown_event",
     "update_payload",
@@ -136,15 +137,57 @@ def update_payload(event: TaskEvent, *, still_busy: bool = False) -> dict[str, A
     }
 
 
+def _original_last_task(task: TaskInfo | None) -> dict[str, Any]:
+    """``last_task`` as the original system kept it: ``{}`` before any task has ended,
+    then its type, times, ``"success"`` or ``"failed"``, and what it returned."""
+    if task is None:
+        return {}
+    if task.outcome == "completed":
+        status, data = "success", task.result
+    elif task.outcome == "failed":
+        status, data = "failed", dict(task.error) if task.error is not None else None
+    else:  # cancelled: the original had no such outcome; it did not succeed
+        status, data = "failed", {"reason": task.reason}
+    return {
+        "task_type": task.task_type,
+        "start_time": task.started_at.isoformat(),
+        "end_time": task.ended_at.isoformat() if task.ended_at else None,
+        "status": status,
+        "data": data,
+    }
+
+
+def status_object(snapshot: SubjectState) -> dict[str, Any]:
+    """A subject's status object, as ``task_status``, ``all_tasks`` and the REST
+    endpoints send it: the original system's keys with their original meanings and
+    types (``current_task`` is the running task's type, ``last_task`` the original's
+    summary), then taskevents' own (``seq``, ``current``, ``last``, ``running_tasks``,
+    ``metadata``). ``aws_current_region`` is the subject's metadata of that name."""
+    current = snapshot.current
+    last = snapshot.last
+    metadata = dict(snapshot.metadata)
+    return {
+        "config_name": snapshot.subject,
+        "status": snapshot.status,
+        "current_task": current.task_type if current else None,
+        "task_start_time": current.started_at.isoformat() if current else None,
+        "aws_current_region": metadata.get("aws_current_region"),
+        "last_task": _original_last_task(last),
+        "seq": snapshot.seq,
+        "current": current.to_dict() if current else None,
+        "last": last.to_dict() if last else None,
+        "running_tasks": [task.to_dict() for task in snapshot.running],
+        "metadata": metadata,
+    }
+
+
 def snapshot_payload(
     snapshot: SubjectState, *, stream: str | None = None, **flags: bool
 ) -> dict[str, Any]:
     """The ``task_status`` message for a subject's snapshot."""
-    status = snapshot.to_dict()
-    status.pop("subject")
     payload: dict[str, Any] = {
         "config_name": snapshot.subject,
-        "status": status,
+        "status": status_object(snapshot),
         "seq": snapshot.seq,
         "timestamp": timestamp(),
     }
@@ -157,13 +200,14 @@ def snapshot_payload(
 def all_tasks_payload(
     snapshots: Mapping[str, SubjectState], allowed: Callable[[str], bool]
 ) -> dict[str, Any]:
-    """The ``all_tasks`` message: the status of every subject ``allowed`` admits."""
-    tasks = {
-        subject: snapshot_payload(snapshot)["status"]
+    """The ``all_tasks`` message, as the original sent it: ``{config_name: status
+    object}`` for every subject ``allowed`` admits, and nothing else (a subject may
+    have any name, so no other key could be told from one)."""
+    return {
+        subject: status_object(snapshot)
         for subject, snapshot in snapshots.items()
         if allowed(subject)
     }
-    return {"tasks": tasks, "timestamp": timestamp()}
 
 
 def merge_progress(events: Iterable[TaskEvent]) -> list[TaskEvent]:

@@ -1,49 +1,6 @@
-"""The Flask extension: Socket.IO adapter, REST endpoints and dashboard, wired from config.
-
-.. code-block:: python
-
-    from flask import Flask
-    from flask_socketio import SocketIO
-    from taskevents.flask import TaskEvents
-
-    app = Flask(__name__)
-    socketio = SocketIO(app)
-    tasks = TaskEvents(app, socketio)
-    tasks.emitter.register("aws01")          # then, in the task manager:
-    tasks.emitter.started("aws01", "change_ip")
-
-Works with app factories (``TaskEvents()`` then ``init_app(app, socketio)``) and with
-several apps; each app's state lives in ``app.extensions["taskevents"]``.
-
-Configuration keys (all optional):
-
-=================================== ==============================================
-``TASKEVENTS_SUBJECTS``             subjects to register: a list of names, or a
-                                    mapping of name to metadata
-``TASKEVENTS_NAMESPACE``            Socket.IO namespace (``"/"``)
-``TASKEVENTS_PROGRESS_INTERVAL``    seconds between progress updates per subject
-                                    (``0.1``)
-``TASKEVENTS_MAX_SUBSCRIPTIONS``    subjects one client may watch at once (``100``)
-``TASKEVENTS_API_PREFIX``           REST endpoints' prefix (``"/api/tasks"``); None
-                                    turns them off
-``TASKEVENTS_DASHBOARD``            serve the dashboard (``True``)
-``TASKEVENTS_DASHBOARD_PATH``       where (``"/websocket"``, the original's path)
-``TASKEVENTS_ADAPTERS``             more adapters by name: ``["logging"]`` or
-                                    ``{"logging": {"logger": "myapp.tasks"}}``
-``TASKEVENTS_CORS_ALLOWED_ORIGINS`` only when the extension creates the SocketIO:
-                                    the origins allowed; it replaces the
-                                    same-origin default, so list the serving
-                                    origin too
-``TASKEVENTS_ASYNC_MODE``           only when the extension creates the SocketIO
-``TASKEVENTS_SOURCE``               the emitter's source (the app's import name)
-``TASKEVENTS_DEMO``                 show the dashboard's "run a task" buttons
-=================================== ==============================================
-
-Flask's own ``TRUSTED_HOSTS`` is honoured on the Socket.IO endpoint too: Flask refuses
-a request for another host on its routes, and the extension wraps ``app.wsgi_app``
-(outside Flask-SocketIO's middleware) so that ``/socket.io/`` refuses it as well, with
-the same rules, read on every request. Set it against DNS rebinding.
-"""
+"""The extension: :class:`TaskEvents` wires the Socket.IO adapter, the REST endpoints
+(:mod:`.api`) and the dashboard (:mod:`.dashboard`) into an app, from its config, and
+keeps what it set up per app in a :class:`TaskEventsState`."""
 
 from __future__ import annotations
 
@@ -51,14 +8,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from taskevents.exceptions import MissingDependency, UsageError, ValidationError
-
-try:
-    import flask
-    from werkzeug.exceptions import SecurityError
-    from werkzeug.wsgi import get_host
-except ImportError as _missing:  # pragma: no cover - the socketio extra is installed in tests
-    raise MissingDependency(_missing.name or "flask", "socketio", "taskevents.flask") from _missing
+import flask
+from werkzeug.exceptions import SecurityError
+from werkzeug.wsgi import get_host
 
 from taskevents._hosts import HostCheck
 from taskevents.adapters import Adapter, load_adapter
@@ -67,15 +19,18 @@ from taskevents.adapters.socketio import (
     Authorize,
     SocketIOAdapter,
     resolve_identity,
-    snapshot_payload,
 )
 from taskevents.emitter import Emitter
 from taskevents.events import json_copy
+from taskevents.exceptions import MissingDependency, UsageError, ValidationError
+
+from .api import api_blueprint, json_errors_under
+from .dashboard import dashboard_blueprint
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
-__all__ = ["TaskEvents", "TaskEventsState", "json_error"]
+__all__ = ["DEFAULTS", "TaskEvents", "TaskEventsState"]
 
 DEFAULTS: Mapping[str, Any] = {
     "TASKEVENTS_SUBJECTS": (),
@@ -172,13 +127,6 @@ def _trusted_by(app: flask.Flask) -> Callable[[WSGIEnvironment], bool]:
         return True
 
     return allows
-
-
-def json_error(status: int, message: str, **details: Any) -> flask.Response:
-    """A JSON error response: ``{"error": {"message": ..., **details}}``."""
-    response = flask.jsonify({"error": {"message": message, **details}})
-    response.status_code = status
-    return response
 
 
 class TaskEvents:
@@ -281,13 +229,13 @@ class TaskEvents:
         try:
             for name, options in specs:
                 state.adapters.append(load_adapter(name, **options))
-            blueprints = []
-            if config["TASKEVENTS_API_PREFIX"]:
-                blueprints.append((self._api_blueprint(), config["TASKEVENTS_API_PREFIX"]))
+            prefix = config["TASKEVENTS_API_PREFIX"]
+            if prefix:
+                api = api_blueprint(self._identity, lambda: self.state().socketio_adapter)
+                app.register_blueprint(api, url_prefix=prefix)
+                json_errors_under(app, prefix)
             if config["TASKEVENTS_DASHBOARD"]:
-                blueprints.append((self._dashboard_blueprint(app), None))
-            for blueprint, prefix in blueprints:
-                app.register_blueprint(blueprint, url_prefix=prefix)
+                app.register_blueprint(dashboard_blueprint(config["TASKEVENTS_DASHBOARD_PATH"]))
             for subject, metadata in subjects.items():
                 try:
                     emitter.register(subject, **json_copy(metadata, "metadata"))
@@ -368,51 +316,3 @@ class TaskEvents:
             self.state().socketio_adapter.errors.report(exc, "in the authenticate hook")
             return False, None
         return accepted, identity
-
-    # -- blueprints --------------------------------------------------------------------
-
-    def _api_blueprint(self) -> flask.Blueprint:
-        api = flask.Blueprint("taskevents_api", __name__)
-
-        @api.get("")
-        def all_tasks() -> flask.Response:
-            ok, identity = self._identity()
-            if not ok:
-                return json_error(401, "authentication required")
-            state = self.state()
-            return flask.jsonify(state.socketio_adapter.all_tasks(identity))
-
-        @api.get("/<subject>")
-        def one_task(subject: str) -> flask.Response:
-            ok, identity = self._identity()
-            if not ok:
-                return json_error(401, "authentication required")
-            state = self.state()
-            snapshot = state.emitter.state.snapshot(subject)
-            if snapshot is None or not state.socketio_adapter.allowed(identity, subject):
-                return json_error(404, f"unknown config_name {subject!r}", config_name=subject)
-            return flask.jsonify(snapshot_payload(snapshot))
-
-        return api
-
-    def _dashboard_blueprint(self, app: flask.Flask) -> flask.Blueprint:
-        dashboard = flask.Blueprint(
-            "taskevents_dashboard",
-            __name__,
-            static_folder="static",
-            static_url_path="/taskevents/static",
-            template_folder="templates",
-        )
-        path = app.config["TASKEVENTS_DASHBOARD_PATH"]
-
-        @dashboard.get(path)
-        def page() -> str:
-            config = flask.current_app.config
-            settings = {
-                "namespace": config["TASKEVENTS_NAMESPACE"],
-                "apiPrefix": config["TASKEVENTS_API_PREFIX"],
-                "demo": bool(config["TASKEVENTS_DEMO"]),
-            }
-            return flask.render_template("taskevents/dashboard.html", settings=settings)
-
-        return dashboard
