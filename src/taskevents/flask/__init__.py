@@ -24,6 +24,8 @@ Configuration keys (all optional):
 ``TASKEVENTS_PROGRESS_INTERVAL``    seconds between progress updates per subject
                                     (``0.1``)
 ``TASKEVENTS_MAX_SUBSCRIPTIONS``    subjects one client may watch at once (``100``)
+``TASKEVENTS_MAX_BACKLOG``          packets that may wait for one client before it
+                                    is dropped as not reading (``1000``)
 ``TASKEVENTS_API_PREFIX``           REST endpoints' prefix (``"/api/tasks"``); None
                                     turns them off
 ``TASKEVENTS_DASHBOARD``            serve the dashboard (``True``)

@@ -37,6 +37,7 @@ DEFAULTS: Mapping[str, Any] = {
     "TASKEVENTS_NAMESPACE": "/",
     "TASKEVENTS_PROGRESS_INTERVAL": 0.1,
     "TASKEVENTS_MAX_SUBSCRIPTIONS": 100,
+    "TASKEVENTS_MAX_BACKLOG": 1000,
     "TASKEVENTS_API_PREFIX": "/api/tasks",
     "TASKEVENTS_DASHBOARD": True,
     "TASKEVENTS_DASHBOARD_PATH": "/websocket",
@@ -217,6 +218,7 @@ class TaskEvents:
                 namespace=config["TASKEVENTS_NAMESPACE"],
                 progress_interval=config["TASKEVENTS_PROGRESS_INTERVAL"],
                 max_subscriptions=config["TASKEVENTS_MAX_SUBSCRIPTIONS"],
+                max_backlog=config["TASKEVENTS_MAX_BACKLOG"],
                 authenticate=authenticate,
                 authorize=authorize,
             )

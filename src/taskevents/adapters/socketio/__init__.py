@@ -20,6 +20,7 @@ from .protocol import (
     resolve_identity,
     room_for,
     snapshot_payload,
+    status_object,
     update_payload,
 )
 from .server import SocketIOAdapter
@@ -35,5 +36,6 @@ __all__ = [
     "resolve_identity",
     "room_for",
     "snapshot_payload",
+    "status_object",
     "update_payload",
 ]

@@ -1,13 +1,12 @@
 """The taskevents Socket.IO protocol, without any I/O.
 
 Everything the server decides lives here, where it can be tested without a server:
-the messages it sends (:func:`update_payload`, :func:`snapshot_payload`,
-:func:`join_messages`), how it reads what clients send (:func:`parse_subscribe` and
-friends, which raise :class:`BadRequest`), the per-client rate limit
-(:class:`TokenBucket`), the auth policy (:class:`AccessPolicy`, :class:`Expiring`,
-:func:`resolve_identity`) and what a resume answers (:func:`effective_since`,
-:func:`join_messages`). :mod:`taskevents.adapters.socketio.server` binds it to
-python-socketio; an asyncio server can bind the same module.
+the messages it sends (``update_payload``, ``snapshot_payload``, ``join_messages``),
+how it reads what clients send (``parse_subscribe`` and friends, which raise
+``BadRequest``), the per-client rate limit (``TokenBucket``), the auth policy
+(``AccessPolicy``, ``Expiring``, ``resolve_identity``) and what a resume answers
+(``effective_since``, ``join_messages``). ``taskevents.adapters.socketio.server``
+binds it to python-socketio; an asyncio server can bind the same module.
 """
 
 from __future__ import annotations
@@ -264,7 +263,7 @@ def join_messages(
 
 
 class BadRequest(Exception):
-    """A client event the server refuses; :attr:`payload` is the ``error`` message."""
+    """A client event the server refuses; its ``payload`` is the ``error`` message."""
 
     def __init__(self, event: str, message: str, **details: Any) -> None:
         super().__init__(message)
