@@ -1,5 +1,6 @@
-// Load generator for benchmarks/socketio_bench.py: N official socket.io-client sockets in
-// one Node process, driven by JSON lines on stdin, answering with JSON lines on stdout.
+// Load generator for the Socket.IO benchmarks (benchmarks/harness/, driven by control.py): N
+// official socket.io-client sockets in one Node process, driven by JSON lines on stdin,
+// answering with JSON lines on stdout.
 //
 //   node benchmarks/loadgen.mjs --url http://127.0.0.1:PORT --clients N --subjects a,b,c
 //

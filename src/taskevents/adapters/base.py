@@ -411,6 +411,7 @@ class BackgroundAdapter(Adapter):
                             self.max_queue,
                         )
             if self._waiting:
+                self._waiting = False  # woken once is enough (see _next)
                 self._cond.notify()
 
     def call_soon(self, subject: str, func: Callable[[], object]) -> None:
@@ -426,6 +427,7 @@ class BackgroundAdapter(Adapter):
             self._close_slot(subject)
             self._queue.append(_Action(subject, func))
             if self._waiting:
+                self._waiting = False  # woken once is enough (see _next)
                 self._cond.notify()
 
     def _close_slot(self, subject: str) -> None:
@@ -515,12 +517,17 @@ class BackgroundAdapter(Adapter):
                 if self._closing:
                     return False
                 wait = min(self._deferred.values()) - now if self._deferred else None
+                # handle() and call_soon() notify while this is set, and clear it when they
+                # do: the worker may not run for a while after the first notify (under
+                # gevent, not until the emitting greenlet yields), and a notify per event
+                # meanwhile cost more than the rest of the hand-off.
                 self._waiting = True
                 self._cond.wait(wait)
                 self._waiting = False
 
     def _run(self) -> None:
         batch = self._batch
+        abort = self._abort
         delivered = 0
         while self._next(delivered):
             delivered = 0
@@ -529,18 +536,25 @@ class BackgroundAdapter(Adapter):
                     item = batch.popleft()
                 except IndexError:  # close() took what was left
                     break
-                if self._abort.is_set():
+                if abort.is_set():
                     with self._cond:
                         self._counts["dropped"] += 1
-                elif isinstance(item, _ProgressSlot):
-                    if self._deliver_with_retry(self._take(item)):
-                        delivered += 1
-                elif isinstance(item, _Action):
+                    continue
+                if isinstance(item, _Action):
                     try:
                         item.func()
                     except Exception as exc:
                         self.errors.report(exc, f"in work queued for {item.subject!r}")
-                elif self._deliver_with_retry(item):
+                    continue
+                event = self._take(item) if isinstance(item, _ProgressSlot) else item
+                # The first attempt here, the rest (rarely needed) in _deliver_with_retry:
+                # this loop runs once per event, and a call less per event shows in bursts.
+                try:
+                    self.deliver(event)
+                except Exception as exc:
+                    if self._deliver_with_retry(event, exc):
+                        delivered += 1
+                else:
                     delivered += 1
         with self._cond:  # _next() has counted the last deliveries
             self._busy = False
@@ -556,35 +570,39 @@ class BackgroundAdapter(Adapter):
                 self._progress_due[event.subject] = time.monotonic() + self.progress_interval
             return event
 
-    def _deliver_with_retry(self, event: TaskEvent) -> bool:
-        """Deliver ``event``, retrying; True once delivered."""
+    def _deliver_with_retry(self, event: TaskEvent, failed: Exception | None = None) -> bool:
+        """Deliver ``event``, retrying; True once delivered. ``failed``: what the first
+        attempt, already made by the caller, raised."""
         delay = self.retry_initial
         attempt = 0
         while True:
             attempt += 1
-            try:
-                self.deliver(event)
-            except Exception as exc:
+            if failed is None:
                 try:
-                    permanent = self.is_permanent(exc)
-                except Exception:
-                    permanent = False
-                if permanent:
-                    self.errors.report(
-                        exc,
-                        f"to deliver {event.type} for {event.subject!r} (event {event.id}); "
-                        "a permanent error: the event is dropped",
-                        traceback=False,
-                    )
-                    with self._cond:
-                        self._counts["dropped"] += 1
-                        self._counts["rejected"] += 1
-                    return False
+                    self.deliver(event)
+                except Exception as exc:
+                    failed = exc
+                else:
+                    return True
+            error, failed = failed, None
+            try:
+                permanent = self.is_permanent(error)
+            except Exception:
+                permanent = False
+            if permanent:
                 self.errors.report(
-                    exc, f"to deliver {event.type} for {event.subject!r} (attempt {attempt})"
+                    error,
+                    f"to deliver {event.type} for {event.subject!r} (event {event.id}); "
+                    "a permanent error: the event is dropped",
+                    traceback=False,
                 )
-            else:
-                return True
+                with self._cond:
+                    self._counts["dropped"] += 1
+                    self._counts["rejected"] += 1
+                return False
+            self.errors.report(
+                error, f"to deliver {event.type} for {event.subject!r} (attempt {attempt})"
+            )
             with self._cond:
                 newer = self._open.get(event.subject)
                 superseded = (

@@ -73,6 +73,107 @@ def _request(method: H) -> H:
     return handler  # type: ignore[return-value]
 
 
+class _Plain:
+    """python-socketio's own emit machinery, imported once (see :func:`_emit_direct`)."""
+
+    def __init__(self) -> None:
+        import json
+
+        import engineio.packet
+        import socketio.packet
+
+        self.server_emit = socketio.Server.emit
+        #: What Manager.emit sends each packet through (python-socketio 5.9 and later).
+        self.send_eio_packet = getattr(socketio.Server, "_send_eio_packet", None)
+        self.manager_emit = socketio.Manager.emit
+        self.packet_encode = socketio.packet.Packet.encode
+        self.json_dumps = json.dumps
+        #: ``json.dumps(data, separators=(",", ":"))``, as the packet encoding calls it,
+        #: without building a new encoder per call...
+        encoder = json.JSONEncoder(separators=(",", ":"))
+        self.encode: Callable[[Any], str] = encoder.encode
+        # ...nor the C encoder json.dumps builds inside, where it has one: made once,
+        # without the circular-reference check (event data are JSON copies, so a payload
+        # is a tree; a circular one would raise RecursionError and go through sio.emit),
+        # and used only if it writes what json.dumps writes.
+        make: Any = getattr(json.encoder, "c_make_encoder", None)
+        try:
+            iterencode = make(
+                None,
+                encoder.default,
+                json.encoder.encode_basestring_ascii,
+                None,
+                ":",
+                ",",
+                False,
+                False,
+                True,
+            )
+            sample = ["e", {"s": "\u00e9\n\U0001f600", "n": [1, -2.5, 1e300], "o": {}}]
+            if "".join(iterencode(sample, 0)) == encoder.encode(sample):
+                self.encode = lambda data: "".join(iterencode(data, 0))
+        except Exception:  # no C encoder here, or another signature
+            pass
+        self.eio_packet = engineio.packet.Packet
+        #: Event name -> its JSON text, as json.dumps writes it.
+        self.names: dict[str, str] = {}
+        self.message = engineio.packet.MESSAGE
+        self.event = str(socketio.packet.EVENT)
+
+
+_plain: _Plain | None = None
+
+
+def _emit_direct(sio: Any, name: str, payload: dict[str, Any], room: str, namespace: str) -> bool:
+    """Send what ``sio.emit(name, payload, room=room, namespace=namespace)`` sends -- the
+    same Engine.IO packet, character for character, to the same participants -- and
+    return True; or send nothing and return False where that could differ, so that the
+    caller emits as usual.
+
+    It goes direct only with python-socketio's own ``Server.emit`` and
+    ``_send_eio_packet`` (which hands the packet to ``eio.send_packet``) and in-process
+    ``Manager`` (a message-queue manager publishes instead), the standard packet encoding
+    with the stdlib ``json`` module, and the server's INFO log off (``emit`` logs each
+    call). It then saves, per event: the log calls, the packet object and its recursive
+    search for binary data (needless: a payload with bytes fails to encode, and then the
+    caller emits as usual), a new JSON encoder per ``json.dumps``, and a call per
+    recipient.
+    """
+    global _plain
+    plain = _plain
+    if plain is None:
+        plain = _plain = _Plain()
+    manager = sio.manager
+    packet_class = sio.packet_class
+    cls = type(sio)
+    overridden = vars(sio)
+    if (
+        plain.send_eio_packet is None
+        or cls.emit is not plain.server_emit
+        or getattr(cls, "_send_eio_packet", None) is not plain.send_eio_packet
+        or "emit" in overridden
+        or "_send_eio_packet" in overridden
+        or type(manager).emit is not plain.manager_emit
+        or packet_class.encode is not plain.packet_encode
+        or packet_class.json.dumps is not plain.json_dumps
+        or sio.logger.isEnabledFor(logging.INFO)
+    ):
+        return False
+    try:
+        text = plain.encode(payload)
+        quoted = plain.names.get(name) or plain.names.setdefault(name, plain.encode(name))
+    except (TypeError, ValueError, RecursionError):
+        return False
+    # The packet type, the namespace unless "/", then json.dumps([name, payload]), which
+    # is "[" + json.dumps(name) + "," + json.dumps(payload) + "]".
+    head = plain.event if namespace == "/" else plain.event + namespace + ","
+    packet = plain.eio_packet(plain.message, f"{head}[{quoted},{text}]")
+    send = sio.eio.send_packet
+    for _sid, eio_sid in manager.get_participants(namespace, room):
+        send(eio_sid, packet)
+    return True
+
+
 class _Client:
     __slots__ = ("all_tasks", "expires", "greeted", "identity", "subjects", "subscribes")
 
@@ -250,13 +351,11 @@ class SocketIOAdapter(BackgroundAdapter):
         super().handle(event)
 
     def deliver(self, event: TaskEvent) -> None:
-        still_busy = event.id in self._still_busy
-        self.sio.emit(
-            "task_status_update",
-            update_payload(event, still_busy=still_busy),
-            room=room_for(event.subject),
-            namespace=self.namespace,
-        )
+        still_busy = bool(self._still_busy) and event.id in self._still_busy
+        payload = update_payload(event, still_busy=still_busy)
+        room = room_for(event.subject)
+        if not _emit_direct(self.sio, "task_status_update", payload, room, self.namespace):
+            self.sio.emit("task_status_update", payload, room=room, namespace=self.namespace)
         if still_busy:
             self._still_busy.discard(event.id)
 
