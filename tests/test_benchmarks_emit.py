@@ -236,3 +236,25 @@ def test_a_waiting_worker_is_notified_once_however_many_events_arrive() -> None:
         adapter._queue.clear()
         adapter._started = False
         adapter.close()
+
+
+def test_a_recipient_that_closed_meanwhile_does_not_stop_the_rest_of_the_room() -> None:
+    import engineio.exceptions
+    import socketio
+
+    from taskevents.adapters.socketio.server import _emit_direct
+
+    sio = socketio.Server(async_mode="threading")
+    sent: list[str] = []
+
+    def send_packet(eio_sid: str, packet: object) -> None:
+        if eio_sid == "gone":
+            raise engineio.exceptions.SocketIsClosedError()
+        sent.append(eio_sid)
+
+    sio.eio.send_packet = send_packet
+    sio.manager.get_participants = lambda namespace, room: iter(
+        [("a", "first"), ("b", "gone"), ("c", "last")]
+    )
+    assert _emit_direct(sio, "task_status_update", {"x": 1}, "task_aws01", "/")
+    assert sent == ["first", "last"]

@@ -14,7 +14,7 @@ import socketio
 from flask_socketio import SocketIO
 
 from socketio_support import Client, LiveServer
-from taskevents import AdapterNotFound, Emitter, ValidationError
+from taskevents import Emitter, ValidationError
 from taskevents.adapters.logging import LoggingAdapter
 from taskevents.exceptions import UsageError
 from taskevents.flask import TaskEvents
@@ -248,7 +248,11 @@ def test_adapters_are_enabled_by_name_from_config(
     ("config", "error", "match"),
     [
         ({"adapters": "logging,webhooks"}, ValidationError, "TASKEVENTS_ADAPTERS"),
-        ({"adapters": ["carrier-pigeon"]}, AdapterNotFound, "carrier-pigeon"),
+        (
+            {"adapters": ["carrier-pigeon"]},
+            ValidationError,
+            r"TASKEVENTS_ADAPTERS\['carrier-pigeon'\]",
+        ),
         ({"subjects": "aws01"}, ValidationError, "TASKEVENTS_SUBJECTS"),
         ({"progress_interval": -1}, ValidationError, "TASKEVENTS_PROGRESS_INTERVAL"),
         ({"max_subscriptions": 0}, ValidationError, "TASKEVENTS_MAX_SUBSCRIPTIONS"),
@@ -449,3 +453,27 @@ def test_trusted_hosts_follow_the_socketio_path(
     refused = status_of(server, "/live/?EIO=4&transport=polling", f"rebind.example:{port}")
     assert refused[0] == 400
     assert "It is not in the app's TRUSTED_HOSTS." in refused[1]
+
+
+def test_newcomer_mistakes_in_the_configuration_are_named(
+    apps: list[flask.Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(apps, subjects=["aws01"])
+    app.config["TASKEVENTS_SUBJECT"] = ["aws02"]  # a typo
+    with caplog.at_level(logging.WARNING, logger="taskevents"):
+        TaskEvents(app, SocketIO(app, async_mode="threading"))
+    assert any(
+        "TASKEVENTS_SUBJECT ignored; did you mean TASKEVENTS_SUBJECTS?" in r.getMessage()
+        for r in caplog.records
+    )
+    with pytest.raises(UsageError, match=r"TaskEvents.state\(app\)"):
+        TaskEvents(app, SocketIO(app, async_mode="threading"))
+    other = make_app(apps, subjects=["aws01"], adapters=["loging"])
+    with pytest.raises(ValidationError) as caught:
+        TaskEvents(other, SocketIO(other, async_mode="threading"))
+    assert caught.value.field == "TASKEVENTS_ADAPTERS['loging']"
+    assert "no adapter named 'loging'" in str(caught.value)
+    third = make_app(apps, subjects=["aws01"])
+    with pytest.raises(ValidationError) as caught:
+        TaskEvents(third, SocketIO(third, async_mode="threading"), emitter="x")  # type: ignore[arg-type]
+    assert caught.value.field == "emitter"

@@ -380,7 +380,7 @@ def _register_simulation(
         def handler(*args: Any) -> None:
             sid = flask.request.sid  # type: ignore[attr-defined]
             # connection_status must stay the first event the client gets.
-            adapter._greet_once(sid)
+            adapter.greet(sid)
             try:
                 run(manager, args)
             except BadRequest as problem:

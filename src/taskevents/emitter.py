@@ -131,6 +131,8 @@ class Emitter:
     ) -> None:
         _checks.name(source, "source")
         self.source = source
+        if not isinstance(exclusive, bool):
+            raise ValidationError("exclusive", "True or False", exclusive)
         self._state: StateStore = state if state is not None else MemoryStateStore()
         self._store_record = self._state.record
         self.exclusive = exclusive

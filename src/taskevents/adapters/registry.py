@@ -92,7 +92,15 @@ def load_adapter(name: str, /, **options: Any) -> Adapter:
         ) from None
     except ValueError:  # no signature to check (a builtin): let the call say
         pass
-    adapter = factory(**options)
+    try:
+        adapter = factory(**options)
+    except TypeError as exc:
+        if "keyword argument" not in str(exc):
+            raise
+        # an option the class hierarchy refuses further down (e.g. **options passed on)
+        raise ValidationError(
+            "options", f"the options adapter {name!r} takes ({_describe_options(factory)})", exc
+        ) from exc
     if not isinstance(adapter, Adapter):
         raise TaskEventsError(
             f"adapter {name!r} ({ep.value}) returned {type(adapter).__name__}, "

@@ -4,6 +4,8 @@ keeps what it set up per app in a :class:`TaskEventsState`."""
 
 from __future__ import annotations
 
+import difflib
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,7 +24,7 @@ from taskevents.adapters.socketio import (
 )
 from taskevents.emitter import Emitter
 from taskevents.events import json_copy
-from taskevents.exceptions import MissingDependency, UsageError, ValidationError
+from taskevents.exceptions import MissingDependency, TaskEventsError, UsageError, ValidationError
 
 from .api import api_blueprint, json_errors_under
 from .dashboard import dashboard_blueprint
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 __all__ = ["DEFAULTS", "TaskEvents", "TaskEventsState"]
+
+logger = logging.getLogger("taskevents")
 
 DEFAULTS: Mapping[str, Any] = {
     "TASKEVENTS_SUBJECTS": (),
@@ -182,10 +186,18 @@ class TaskEvents:
         :raises UsageError: the extension is already set up for ``app``.
         """
         if "taskevents" in app.extensions:
-            raise UsageError("TaskEvents is already set up for this app")
+            raise UsageError(
+                "TaskEvents is already set up for this app; use that extension, or "
+                "TaskEvents.state(app) for what it set up"
+            )
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         config = app.config
+        for key in config:
+            if key.startswith("TASKEVENTS_") and key not in DEFAULTS:
+                close = difflib.get_close_matches(key, DEFAULTS, n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                logger.warning("unknown configuration key %s ignored%s", key, hint)
         for key, needed in (
             ("TASKEVENTS_DASHBOARD_PATH", bool(config["TASKEVENTS_DASHBOARD"])),
             ("TASKEVENTS_API_PREFIX", False),
@@ -223,14 +235,21 @@ class TaskEvents:
                 authorize=authorize,
             )
         except ValidationError as exc:
-            if exc.field == "server":
+            if exc.field in ("server", "emitter"):
                 raise
             key = f"TASKEVENTS_{exc.field.upper()}"
             raise _config_error(key, exc.expected, config.get(key)) from exc
         state = TaskEventsState(emitter, socketio, adapter)
         try:
             for name, options in specs:
-                state.adapters.append(load_adapter(name, **options))
+                try:
+                    state.adapters.append(load_adapter(name, **options))
+                except TaskEventsError as exc:
+                    raise ValidationError(
+                        f"TASKEVENTS_ADAPTERS[{name!r}]",
+                        "an installed adapter name with the options it takes",
+                        exc,
+                    ) from exc
             prefix = config["TASKEVENTS_API_PREFIX"]
             if prefix:
                 api = api_blueprint(self._identity, lambda: self.state().socketio_adapter)

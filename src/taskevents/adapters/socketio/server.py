@@ -79,9 +79,11 @@ class _Plain:
     def __init__(self) -> None:
         import json
 
+        import engineio.exceptions
         import engineio.packet
         import socketio.packet
 
+        self.socket_closed = engineio.exceptions.SocketIsClosedError
         self.server_emit = socketio.Server.emit
         #: What Manager.emit sends each packet through (python-socketio 5.9 and later).
         self.send_eio_packet = getattr(socketio.Server, "_send_eio_packet", None)
@@ -169,8 +171,12 @@ def _emit_direct(sio: Any, name: str, payload: dict[str, Any], room: str, namesp
     head = plain.event if namespace == "/" else plain.event + namespace + ","
     packet = plain.eio_packet(plain.message, f"{head}[{quoted},{text}]")
     send = sio.eio.send_packet
+    closed = plain.socket_closed
     for _sid, eio_sid in manager.get_participants(namespace, room):
-        send(eio_sid, packet)
+        try:
+            send(eio_sid, packet)
+        except closed:
+            continue  # it left meanwhile; the rest of the room still gets the event
     return True
 
 
@@ -434,6 +440,12 @@ class SocketIOAdapter(BackgroundAdapter):
                 if sid not in self._clients:
                     return
             self.sio.sleep(0.005)
+
+    def greet(self, sid: str) -> None:
+        """Send ``connection_status`` to ``sid`` now unless it was sent: for handlers of
+        the app's own on the adapter's namespace, so that it stays the first event a
+        client gets."""
+        self._greet_once(sid)
 
     def _greet_once(self, sid: str) -> _Client | None:
         """Send ``connection_status`` unless sent already; every handler calls this
