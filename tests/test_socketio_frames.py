@@ -492,3 +492,27 @@ def test_the_rate_limited_log_counts_what_it_suppresses_and_stays_bounded(
     assert messages[1] == "later (2 more like it suppressed)"
     assert len(messages) == 1 + 1 + 3 + 1  # a; a again; b, c, d; z
     assert messages[-1] == "next period (4 other records suppressed)"
+
+
+def test_a_client_gone_during_a_send_ends_the_websocket_quietly() -> None:
+    from simple_websocket import ConnectionClosed
+
+    from taskevents.adapters._frames import _WebSocket
+
+    class Gone:
+        def send(self, message: object) -> None:
+            raise ConnectionClosed(1005)
+
+        def wait(self) -> object:  # pragma: no cover - not reached once gone
+            raise AssertionError("read after the client went away")
+
+    class Upgrading:
+        upgraded = False
+
+    ws = _WebSocket(Gone(), Upgrading(), None)  # type: ignore[arg-type]
+    assert ws.send("3probe") is None
+    assert ws.gone
+    assert ws.wait() == "6"  # a NOOP ends Engine.IO's upgrade quietly
+    broken = _WebSocket(Gone(), None, None)  # type: ignore[arg-type]
+    assert broken.send("x") is None
+    assert broken.wait() is None

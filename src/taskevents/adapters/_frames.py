@@ -289,6 +289,18 @@ def websockets_of(eio_server: Any) -> list[tuple[Any, _WebSocket]]:
     return [(sock, ws) for sock, ws in items if getattr(sock, "server", None) is eio_server]
 
 
+def _is_connection_closed(exc: BaseException) -> bool:
+    """Whether ``exc`` says the peer is gone (simple-websocket's ConnectionClosed, or a
+    socket error), not a bug."""
+    if isinstance(exc, OSError):
+        return True
+    try:
+        from simple_websocket import ConnectionClosed
+    except ImportError:  # pragma: no cover - simple-websocket comes with the extra
+        return False
+    return isinstance(exc, ConnectionClosed)
+
+
 class _WebSocket:
     """Stands in for Engine.IO's websocket object (what its websocket handler gets):
     checks each frame before Engine.IO decodes it, closes with a reason, and can abort
@@ -303,6 +315,8 @@ class _WebSocket:
         #: When the Engine.IO socket was first seen closed with this still running.
         self.closed_seen_at: float | None = None
         self.aborted = False
+        #: The client went away while something was sent to it.
+        self.gone = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -331,7 +345,7 @@ class _WebSocket:
                 return data
 
     def wait(self) -> Any:
-        if self.close_code is not None:
+        if self.close_code is not None or self.gone:
             return self._ended()
         data = self._receive()
         if data is None:
@@ -352,7 +366,18 @@ class _WebSocket:
         return data
 
     def send(self, message: Any) -> Any:
-        return self._inner.send(message)
+        if self.gone:
+            return None
+        try:
+            return self._inner.send(message)
+        except Exception as exc:
+            if not _is_connection_closed(exc):
+                raise
+            # The client went away (e.g. during an upgrade after its connect was refused):
+            # Engine.IO's handler would end in a traceback and a 500; let the reader see
+            # the end instead.
+            self.gone = True
+            return None
 
     def close(self) -> None:
         code = self.close_code
