@@ -457,7 +457,8 @@ class BackgroundAdapter(Adapter):
     def close(self, timeout: float = 10.0) -> None:
         """Disconnect, deliver what is queued (waiting up to ``timeout`` seconds), and
         stop the worker. What could not be delivered in time is logged and counted as
-        dropped. Idempotent."""
+        dropped, including an event stuck in :meth:`deliver` at that point (a sink that
+        never returns). Idempotent."""
         self.disconnect()
         with self._cond:
             self._closing = True
@@ -470,8 +471,9 @@ class BackgroundAdapter(Adapter):
             with self._cond:
                 self._cond.notify_all()
             self._thread.join(0.5)  # a sink hung in deliver() may never return
+        hung = started and self._thread.is_alive()  # one event stuck in deliver()
         with self._cond:
-            left = len(self._queue) + len(self._deferred) + len(self._batch)
+            left = len(self._queue) + len(self._deferred) + len(self._batch) + int(hung)
             if left:
                 self._counts["dropped"] += left
                 self._batch.clear()
@@ -480,10 +482,12 @@ class BackgroundAdapter(Adapter):
                 self._open.clear()
         if left:
             logger.warning(
-                "%s closed with %d undelivered events after %.1fs",
+                "%s closed with %d undelivered event%s after %.1fs%s",
                 type(self).__name__,
                 left,
+                "" if left == 1 else "s",
                 timeout,
+                " (one of them stuck in deliver())" if hung else "",
             )
         _live_background.discard(self)
 
