@@ -1,6 +1,6 @@
 """Hatchling build hook: put the browser build of socket.io-client into the package.
 
-The dashboard loads ``taskevents/static/vendor/socket.io.min.js``, the official
+The dashboard loads ``taskevents/flask/static/vendor/socket.io.min.js``, the official
 socket.io-client pinned by ``package-lock.json``. The file is not in git: every build
 (wheel, editable or sdist) makes sure it is there and matches the lock, and otherwise
 runs ``npm ci`` (so building from a git checkout needs Node.js and npm) and copies it,
@@ -28,7 +28,7 @@ PACKAGE = "socket.io-client"
 BUNDLE = "socket.io.min.js"
 #: The licence file as shipped: socket.io-client's own ``LICENSE``, renamed.
 LICENSE_NAME = "socket.io-client.LICENSE"
-VENDOR_DIR = Path("src", "taskevents", "static", "vendor")
+VENDOR_DIR = Path("src", "taskevents", "flask", "static", "vendor")
 NPM_CI = ("ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error")
 _BANNER = re.compile(rb"Socket\.IO v(\S+)")
 
@@ -113,7 +113,7 @@ def _npm_ci(root: Path, version: str, log: Callable[[str], None]) -> None:
 
 
 def vendor_client(root: Path, log: Callable[[str], None] = print) -> Path:
-    """Make ``src/taskevents/static/vendor/socket.io.min.js`` the build of the locked
+    """Make ``src/taskevents/flask/static/vendor/socket.io.min.js`` the build of the locked
     socket.io-client, running ``npm ci`` only when neither it nor ``node_modules`` has
     that version. Returns the bundle's path."""
     version = locked_version(root)

@@ -32,15 +32,15 @@ from packaging.utils import canonicalize_name
 from browser_support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-VENDORED = "src/taskevents/static/vendor/socket.io.min.js"
-VENDORED_LICENSE = "src/taskevents/static/vendor/socket.io-client.LICENSE"
+VENDORED = "src/taskevents/flask/static/vendor/socket.io.min.js"
+VENDORED_LICENSE = "src/taskevents/flask/static/vendor/socket.io-client.LICENSE"
 IN_WHEEL = (
     "taskevents/py.typed",
-    "taskevents/static/vendor/socket.io.min.js",
-    "taskevents/static/vendor/socket.io-client.LICENSE",
-    "taskevents/static/dashboard.js",
-    "taskevents/static/dashboard.css",
-    "taskevents/templates/taskevents/dashboard.html",
+    "taskevents/flask/static/vendor/socket.io.min.js",
+    "taskevents/flask/static/vendor/socket.io-client.LICENSE",
+    "taskevents/flask/static/dashboard.js",
+    "taskevents/flask/static/dashboard.css",
+    "taskevents/flask/templates/taskevents/dashboard.html",
 )
 CONSTRAINTS = ROOT / "constraints.txt"
 #: The extras CI installs (``dev`` pulls in the others); the constraints cover them all.
@@ -110,7 +110,7 @@ def check_wheel(wheel: Path) -> None:
         names = set(archive.namelist())
         for needed in IN_WHEEL:
             assert needed in names, f"{needed} is not in {wheel.name}"
-        client = archive.read("taskevents/static/vendor/socket.io.min.js")
+        client = archive.read("taskevents/flask/static/vendor/socket.io.min.js")
         metadata_name = next(n for n in names if n.endswith("entry_points.txt"))
         entry_points = archive.read(metadata_name).decode()
     banner = SOCKET_IO_BANNER.match(client)

@@ -28,7 +28,7 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 
 from socketio_support import Client, LiveServer
 from taskevents import Emitter
-from taskevents.adapters._backlog import BacklogGuard
+from taskevents.adapters.socketio._backlog import BacklogGuard
 from taskevents.flask import TaskEvents
 
 SUBSCRIBE = '42["subscribe_task",{"config_name":"aws01"}]'

@@ -23,8 +23,8 @@ from flask_socketio import SocketIO
 
 from socketio_support import Client, LiveServer
 from taskevents import Emitter
-from taskevents.adapters import _frames
-from taskevents.adapters._frames import RateLimitedLog, guard_frames
+from taskevents.adapters.socketio import _frames
+from taskevents.adapters.socketio._frames import RateLimitedLog, guard_frames
 from taskevents.adapters.socketio import SocketIOAdapter
 from taskevents.flask import TaskEvents
 
@@ -497,7 +497,7 @@ def test_the_rate_limited_log_counts_what_it_suppresses_and_stays_bounded(
 def test_a_client_gone_during_a_send_ends_the_websocket_quietly() -> None:
     from simple_websocket import ConnectionClosed
 
-    from taskevents.adapters._frames import _WebSocket
+    from taskevents.adapters.socketio._frames import _WebSocket
 
     class Gone:
         def send(self, message: object) -> None:

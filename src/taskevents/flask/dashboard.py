@@ -1,7 +1,7 @@
 """The dashboard: one page (a blueprint) that watches subjects over Socket.IO.
 
-Its files stay in the package's ``static/`` and ``templates/`` folders, next to this
-package, and are served from ``/taskevents/static/``.
+Its files are in this package's ``static/`` and ``templates/`` folders, and are served
+from ``/taskevents/static/``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ def dashboard_blueprint(path: str) -> flask.Blueprint:
     dashboard = flask.Blueprint(
         "taskevents_dashboard",
         __name__,
-        static_folder="../static",
+        static_folder="static",
         static_url_path="/taskevents/static",
-        template_folder="../templates",
+        template_folder="templates",
     )
 
     @dashboard.get(path)
