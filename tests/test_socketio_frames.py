@@ -23,9 +23,8 @@ from flask_socketio import SocketIO
 
 from socketio_support import Client, LiveServer
 from taskevents import Emitter
-from taskevents.adapters.socketio import _frames
+from taskevents.adapters.socketio import SocketIOAdapter, _frames
 from taskevents.adapters.socketio._frames import RateLimitedLog, guard_frames
-from taskevents.adapters.socketio import SocketIOAdapter
 from taskevents.flask import TaskEvents
 
 MAX_BUFFER = 1_000_000  # Engine.IO's default max_http_buffer_size

@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 from taskevents._checks import number, positive_int
 from taskevents._optional import require
+from taskevents.adapters.base import BackgroundAdapter
 from taskevents.adapters.socketio._backlog import BacklogGuard
 from taskevents.adapters.socketio._frames import guard_frames
-from taskevents.adapters.base import BackgroundAdapter
 from taskevents.emitter import Emitter
 from taskevents.events import OUTCOME_TYPES, TaskEvent
 from taskevents.exceptions import ValidationError
