@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from taskevents import Emitter
 from taskevents.signals import SIGNALS, subject_forgotten
+
+if TYPE_CHECKING:
+    from tests.support.socketio import Served
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CI_ADVICE = "CI must install everything and run every test: ./dev test sets it all up"
@@ -70,6 +74,14 @@ def _no_leftover_receivers() -> Iterator[None]:
         before[name] = 0
     after["subject-forgotten"] = len(subject_forgotten.receivers)
     assert after == before, "a test left receivers connected; close() its adapters"
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Served]]:
+    """``serve(**config)``: a Flask app with the extension on a live server."""
+    from tests.support.socketio import serving  # only where used: it needs Flask
+
+    yield from serving()
 
 
 @pytest.fixture

@@ -18,9 +18,7 @@ from taskevents import (
 from taskevents.events import event_types
 from taskevents.signals import SIGNALS
 from taskevents.testing import capture_events
-from test_socketio import Served, serve, subscribe
-
-__all__ = ["serve"]
+from tests.support.socketio import Served, subscribe
 
 task_log = define_event_type("task_log")
 

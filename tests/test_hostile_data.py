@@ -387,3 +387,45 @@ def test_failed_always_ends_the_task_even_with_a_small_maximum_size() -> None:
         assert failed.size <= 1000
         assert failed.data["error"]["message"].endswith("...")
         assert emitter.state.snapshot("aws01").status == "idle"  # type: ignore[union-attr]
+
+
+def test_subjects_that_cannot_be_forgotten_do_not_make_every_start_sweep() -> None:
+    emitter = Emitter(source="tests", keep_idle_subjects=100, idle_subject_seconds=None)
+    for number in range(300):
+        emitter.register(f"registered-{number}")
+    sweeps = 0
+    original = emitter.forget_idle
+
+    def counting() -> list[str]:
+        nonlocal sweeps
+        sweeps += 1
+        return original()
+
+    emitter.forget_idle = counting  # type: ignore[method-assign]
+    for _ in range(200):
+        with emitter.track("job", "export"):
+            pass
+    assert sweeps <= 2  # once to learn that 300 must stay, not once per task
+
+
+def test_an_exception_type_with_an_absurd_name_still_fails_the_task(emitter: Emitter) -> None:
+    absurd = type("E" * 100_000, (Exception,), {})
+    with pytest.raises(absurd), emitter.track("aws01", "change_ip"):
+        raise absurd("boom")
+    snapshot = emitter.state.snapshot("aws01")
+    assert snapshot is not None
+    assert snapshot.status == "idle"
+    assert snapshot.last is not None
+    assert snapshot.last.error is not None
+    assert len(snapshot.last.error["type"]) <= 200
+
+
+def test_log_lines_escape_c1_controls_and_line_separators(emitter: Emitter) -> None:
+    from taskevents.adapters.logging import describe
+
+    emitter.started("aws01", "change_ip")
+    event = emitter.progress("aws01", 5, message="one\x85two\u2028three\x9bfour")
+    line = describe(event)
+    assert len(line.splitlines()) == 1
+    assert "\\x85" in line
+    assert "\\x9b" in line

@@ -29,7 +29,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from browser_support import free_port
+from tests.support.browser import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VENDORED = "src/taskevents/flask/static/vendor/socket.io.min.js"
@@ -427,7 +427,7 @@ def test_outside_ci_skips_and_xfails_stay(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("ci", [True, False])
 def test_a_missing_playwright_fails_the_browser_tests_under_ci(tmp_path: Path, ci: bool) -> None:
-    """tests/test_dashboard_browser.py skips at import time without Playwright, which
+    """tests/web/test_dashboard.py skips at import time without Playwright, which
     only the collection hook sees."""
     stub = tmp_path / "stub" / "playwright"
     stub.mkdir(parents=True)
@@ -445,7 +445,7 @@ def test_a_missing_playwright_fails_the_browser_tests_under_ci(tmp_path: Path, c
             "no:cacheprovider",
             "--collect-only",
             "-q",
-            "tests/test_dashboard_browser.py",
+            "tests/web/test_dashboard.py",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -461,4 +461,4 @@ def test_a_missing_playwright_fails_the_browser_tests_under_ci(tmp_path: Path, c
         assert "the browser tests need playwright" in output, output
     else:
         assert result.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, output
-        assert "SKIPPED [1] tests/test_dashboard_browser.py" in output, output
+        assert "SKIPPED [1] tests/web/test_dashboard.py" in output, output

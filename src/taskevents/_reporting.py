@@ -36,9 +36,12 @@ class ErrorReporter:
         self._last = -float("inf")
         self._lock = threading.Lock()
 
-    def report(self, exc: BaseException, doing: str, *, traceback: bool = True) -> None:
+    def report(
+        self, exc: BaseException, doing: str, *, traceback: bool = True, detail: bool = True
+    ) -> None:
         """Count ``exc`` and log it unless one was logged less than ``interval`` ago
-        (with its traceback unless ``traceback`` is false)."""
+        (with its traceback unless ``traceback`` is false, and its message unless
+        ``detail`` is false: for errors whose text may hold what a client sent)."""
         now = time.monotonic()
         with self._lock:
             self.count += 1
@@ -53,7 +56,7 @@ class ErrorReporter:
             self.where,
             doing,
             type(exc).__name__,
-            safe_message(exc),
+            safe_message(exc) if detail else "(message not logged: it may hold client input)",
             self.count,
             more,
             exc_info=exc if traceback else None,

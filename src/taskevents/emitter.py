@@ -86,7 +86,8 @@ def error_details(error: BaseException | str | Mapping[str, Any]) -> dict[str, A
     shortened to :data:`~taskevents.emitter.MAX_ERROR_MESSAGE` characters; an
     exception's is its type name when ``str()`` fails."""
     if isinstance(error, BaseException):
-        return {"type": type(error).__name__, "message": _message_of(error)}
+        kind = _shorten_message(type(error).__name__, 200)
+        return {"type": kind, "message": _message_of(error)}
     if isinstance(error, str):
         return {"type": "Error", "message": _shorten_message(error)}
     if isinstance(error, Mapping):
@@ -147,6 +148,7 @@ class Emitter:
             )
         self.idle_subject_seconds = idle_subject_seconds
         self._next_sweep = time.monotonic() + 1.0
+        self._kept_after_sweep = 0
         # Per subject, held from the store operation until the signal is sent.
         self._order: dict[str, threading.RLock] = {}
         self._order_mutex = threading.Lock()
@@ -179,7 +181,7 @@ class Emitter:
         """Apply the retention policy now (``keep_idle_subjects``,
         ``idle_subject_seconds``); returns the subjects forgotten."""
         self._next_sweep = time.monotonic() + 1.0
-        forgotten = []
+        forgotten: list[str] = []
         for subject in self._state.expired(
             keep=self.keep_idle_subjects, idle_seconds=self.idle_subject_seconds
         ):
@@ -188,6 +190,8 @@ class Emitter:
                     forgotten.append(subject)
             except SubjectBusy:
                 continue  # a task started meanwhile
+        # What cannot be forgotten (registered, busy) must not trigger a sweep per task.
+        self._kept_after_sweep = self._state.subject_count()
         return forgotten
 
     def _forget(self, subject: str, reason: str) -> bool:
@@ -217,7 +221,8 @@ class Emitter:
     def _maybe_sweep(self) -> None:
         keep = self.keep_idle_subjects
         if time.monotonic() >= self._next_sweep or (
-            keep is not None and self._state.subject_count() > keep + keep // 10 + 1
+            keep is not None
+            and self._state.subject_count() > max(keep, self._kept_after_sweep) + keep // 10 + 1
         ):
             self.forget_idle()
 

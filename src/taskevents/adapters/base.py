@@ -571,7 +571,13 @@ class BackgroundAdapter(Adapter):
             if self._open.get(event.subject) is slot:
                 del self._open[event.subject]
             if self.progress_interval:
-                self._progress_due[event.subject] = time.monotonic() + self.progress_interval
+                due = self._progress_due
+                now = time.monotonic()
+                if len(due) > 1024:  # forget the subjects whose interval is over
+                    for subject, when in list(due.items()):
+                        if when <= now:
+                            del due[subject]
+                due[event.subject] = now + self.progress_interval
             return event
 
     def _deliver_with_retry(self, event: TaskEvent, failed: Exception | None = None) -> bool:

@@ -56,7 +56,7 @@ def _level(value: object, field: str) -> int:
     raise ValidationError(field, "a logging level (e.g. 20 or 'INFO')", value)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _one_line(text: str) -> str:

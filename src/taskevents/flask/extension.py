@@ -334,6 +334,6 @@ class TaskEvents:
         try:
             accepted, identity, _ = resolve_identity(self.authenticate(flask.request.environ, auth))
         except Exception as exc:
-            self.state().socketio_adapter.errors.report(exc, "in the authenticate hook")
+            self.state().socketio_adapter._report_hook(exc, "in the authenticate hook")
             return False, None
         return accepted, identity

@@ -39,6 +39,22 @@ from ._frames import (
 __all__ = ["BacklogGuard"]
 
 
+#: A backlog this many times over a limit is dropped without waiting for a second look.
+DROP_AT_ONCE = 4.0
+
+
+def _queued_bytes(queue: Any) -> int:
+    """About how many bytes wait in an Engine.IO socket's queue (its packets' text)."""
+    total = 0
+    items = getattr(queue, "queue", None)
+    if items is None:
+        return 0
+    for packet in list(items):
+        data = getattr(packet, "data", None)
+        total += len(data) if isinstance(data, (str, bytes)) else 16
+    return total
+
+
 class BacklogGuard:
     """Disconnects clients of ``sio`` whose outgoing queue holds more than
     ``max_packets`` packets.
@@ -51,10 +67,17 @@ class BacklogGuard:
     """
 
     def __init__(
-        self, sio: Any, *, max_packets: int, interval: float = 0.25, stuck_after: float = 5.0
+        self,
+        sio: Any,
+        *,
+        max_packets: int,
+        max_bytes: int | None = None,
+        interval: float = 0.25,
+        stuck_after: float = 5.0,
     ) -> None:
         self.sio = sio
         self.max_packets = max_packets
+        self.max_bytes = max_bytes
         self.interval = interval
         self.stuck_after = stuck_after
         #: How many clients this guard has dropped.
@@ -113,9 +136,9 @@ class BacklogGuard:
         """Drop the clients whose backlog is over the limit and not going down; returns
         how many were dropped.
 
-        A backlog over ``max_packets`` at two checks in a row, not smaller at the second,
-        is a client that stopped reading; one over twice ``max_packets`` is dropped at
-        once. A burst that a reading client drains (a resume that replays a long
+        A backlog over ``max_packets`` (or ``max_bytes``) at two checks in a row, not
+        smaller at the second, is a client that stopped reading; one over four times a
+        limit is dropped at once. A burst that a reading client drains (a resume that replays a long
         history, queued at once) is left alone.
         """
         eio = self.sio.eio
@@ -128,19 +151,25 @@ class BacklogGuard:
             if queue is None:
                 continue
             size = queue.qsize()
-            if size <= self.max_packets:
+            if not size:
+                continue
+            nbytes = _queued_bytes(queue) if self.max_bytes is not None else 0
+            load = size / self.max_packets
+            if self.max_bytes is not None:
+                load = max(load, nbytes / self.max_bytes)
+            if load <= 1:
                 continue
             before = self._over.get(sock.sid)
-            if size > 2 * self.max_packets or (before is not None and size >= before):
-                self.drop(sock, size)
+            if load > DROP_AT_ONCE or (before is not None and load >= before):
+                self.drop(sock, size, nbytes)
                 dropped += 1
             else:
-                over[sock.sid] = size
+                over[sock.sid] = load
         self._over = over
         self._abort_stuck(eio)
         return dropped
 
-    def drop(self, sock: Any, backlog: int | None = None) -> None:
+    def drop(self, sock: Any, backlog: int | None = None, nbytes: int | None = None) -> None:
         """Disconnect the Engine.IO socket ``sock`` now, and let go of its backlog."""
         eio = self.sio.eio
         sid = sock.sid
@@ -158,11 +187,14 @@ class BacklogGuard:
         _empty(sock.queue, eio)
         self.dropped += 1
         waiting = f"{backlog} packets" if backlog is not None else "its packets"
+        if nbytes:
+            waiting += f" ({nbytes} bytes)"
         self._log().log(
             logging.WARNING,
             ("dropped a client", "backlog", client),
             f"SocketIOAdapter: dropped a client from {client} (session {sid}): {waiting} waiting "
-            f"to be sent, over max_backlog={self.max_packets} (it stopped reading); "
+            f"to be sent, over max_backlog={self.max_packets} or "
+            f"max_backlog_bytes={self.max_bytes} (it stopped reading); "
             "closed the connection",
             cause="backlog",
             client=client,

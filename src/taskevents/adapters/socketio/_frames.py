@@ -592,7 +592,8 @@ class _Installation:
             # not necessarily the client's fault (an application's connect handler can
             # raise): the traceback is there for whoever enables DEBUG on "taskevents"
             logger.debug("SocketIOAdapter: error handling a frame", exc_info=True)
-            self.refuse(eio_sid, f"error handling it ({type(exc).__name__})", str(exc))
+            # (its message may hold what the client sent, such as a token: not logged)
+            self.refuse(eio_sid, f"error handling it ({type(exc).__name__})")
         return None
 
     def _websocket_factory(self, original: Callable[..., Any]) -> Callable[..., Any]:

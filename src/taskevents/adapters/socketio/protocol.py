@@ -11,6 +11,7 @@ binds it to python-socketio; an asyncio server can bind the same module.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -289,10 +290,10 @@ def describe(value: object) -> str:
 
 def unknown_event(name: object) -> BadRequest:
     """The answer to an event the protocol does not have."""
-    text = str(name)
+    text = str(name)[:64]  # never echo a huge name back to a client that may not read
     return BadRequest(
         text,
-        f"unknown event {text[:64]!r}; expected one of {', '.join(CLIENT_EVENTS)}",
+        f"unknown event {text!r}; expected one of {', '.join(CLIENT_EVENTS)}",
     )
 
 
@@ -447,7 +448,11 @@ class Expiring:
             if expires.tzinfo is None:
                 raise ValidationError("expires_at", "an aware datetime", expires)
             return (expires - datetime.now(timezone.utc)).total_seconds()
-        if isinstance(expires, (int, float)) and not isinstance(expires, bool):
+        if (
+            isinstance(expires, (int, float))
+            and not isinstance(expires, bool)
+            and not math.isnan(expires)
+        ):
             return float(expires) - time.time()
         raise ValidationError("expires_at", "an aware datetime or a Unix timestamp", expires)
 

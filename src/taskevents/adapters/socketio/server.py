@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from taskevents._checks import number, positive_int
 from taskevents._optional import require
+from taskevents._reporting import ErrorReporter
 from taskevents.adapters.base import BackgroundAdapter
 from taskevents.adapters.socketio._backlog import BacklogGuard
 from taskevents.adapters.socketio._frames import guard_frames
@@ -223,7 +224,8 @@ class SocketIOAdapter(BackgroundAdapter):
     :param subjects: serve only these subjects (default: all the emitter's).
     :param max_backlog: how many packets may wait to be sent to one client; a client
         whose backlog grows past it (it stopped reading) is disconnected, and resumes
-        with ``since`` when it reconnects.
+        with ``since`` when it reconnects...
+    :param max_backlog_bytes: ...and how many bytes of them (16 MiB by default).
     """
 
     def __init__(
@@ -242,6 +244,7 @@ class SocketIOAdapter(BackgroundAdapter):
         all_tasks_rate: float = 1.0,
         subjects: Iterable[str] | None = None,
         max_backlog: int = 1000,
+        max_backlog_bytes: int = 16 << 20,
     ) -> None:
         socketio = require("socketio", extra="socketio", needed_by="SocketIOAdapter")
         sio = server
@@ -261,6 +264,7 @@ class SocketIOAdapter(BackgroundAdapter):
             raise ValidationError("namespace", "a string starting with '/'", namespace)
         positive_int(max_subscriptions, "max_subscriptions")
         positive_int(max_backlog, "max_backlog")
+        positive_int(max_backlog_bytes, "max_backlog_bytes")
         if subscribe_burst is None:
             # a reconnecting client re-subscribes to everything at once
             subscribe_burst = max(20, max_subscriptions)
@@ -281,7 +285,11 @@ class SocketIOAdapter(BackgroundAdapter):
         )
         self.sio = sio
         self.emitter = emitter
-        self.access = AccessPolicy(authorize, self.subjects, self.errors.report)
+        #: Errors of the authenticate and authorize hooks, apart from delivery errors (so a
+        #: client cannot hide those) and logged without message or traceback (which may
+        #: hold the token a client sent).
+        self.hook_errors = ErrorReporter(f"adapter {type(self).__name__}")
+        self.access = AccessPolicy(authorize, self.subjects, self._report_hook)
         self.namespace = namespace
         self.authenticate = authenticate
         self.authorize = authorize
@@ -313,7 +321,7 @@ class SocketIOAdapter(BackgroundAdapter):
         self._unguarded_handle_event = sio._handle_event
         sio._handle_event = self._guard_reserved
         self._unguard_frames = guard_frames(sio)
-        self._backlog = BacklogGuard(sio, max_packets=max_backlog)
+        self._backlog = BacklogGuard(sio, max_packets=max_backlog, max_bytes=max_backlog_bytes)
         self._backlog.start()
 
     def close(self, timeout: float = 10.0) -> None:
@@ -376,16 +384,16 @@ class SocketIOAdapter(BackgroundAdapter):
         # and one called "disconnect" would make the adapter forget a live client.
         if (
             not self._closed
-            and (namespace or "/") == self.namespace
             and isinstance(data, list)
             and data
             and isinstance(data[0], str)
             and data[0] in RESERVED_EVENTS
         ):
-            sid = self.sio.manager.sid_from_eio_sid(eio_sid, self.namespace)
-            if sid is not None and self.sio.manager.is_connected(sid, self.namespace):
-                self._on_unknown(data[0], sid)
-            return None
+            if (namespace or "/") == self.namespace:
+                sid = self.sio.manager.sid_from_eio_sid(eio_sid, self.namespace)
+                if sid is not None and self.sio.manager.is_connected(sid, self.namespace):
+                    self._on_unknown(data[0], sid)
+            return None  # on the app's own namespaces too: never to its connect handlers
         return self._unguarded_handle_event(eio_sid, namespace, id, data)
 
     def _from_server(self, sid: str, environ: object) -> bool:
@@ -411,7 +419,7 @@ class SocketIOAdapter(BackgroundAdapter):
                     self.authenticate(environ, auth)
                 )
             except Exception as exc:
-                self.errors.report(exc, "in the authenticate hook")
+                self._report_hook(exc, "in the authenticate hook")
                 accepted = False
             if not accepted:
                 socketio = require("socketio", extra="socketio", needed_by="SocketIOAdapter")
@@ -440,6 +448,9 @@ class SocketIOAdapter(BackgroundAdapter):
                 if sid not in self._clients:
                     return
             self.sio.sleep(0.005)
+
+    def _report_hook(self, exc: Exception, doing: str) -> None:
+        self.hook_errors.report(exc, doing, traceback=False, detail=False)
 
     def greet(self, sid: str) -> None:
         """Send ``connection_status`` to ``sid`` now unless it was sent: for handlers of
@@ -517,13 +528,22 @@ class SocketIOAdapter(BackgroundAdapter):
         return self._withdraw(lambda client, name: not self.access.allowed(client.identity, name))
 
     def _withdraw(self, refused: Callable[[_Client, str], bool], reason: str = "revoked") -> int:
+        # Ask about a copy, outside the lock: the hook may be slow or ask the adapter.
+        with self._clients_lock:
+            subscriptions = [
+                (sid, client, name)
+                for sid, client in self._clients.items()
+                for name in sorted(client.subjects)
+            ]
+        refusals = [
+            (sid, client, name) for sid, client, name in subscriptions if refused(client, name)
+        ]
         withdrawn: list[tuple[str, str]] = []
         with self._clients_lock:
-            for sid, client in self._clients.items():
-                for name in sorted(client.subjects):
-                    if refused(client, name):
-                        client.subjects.discard(name)
-                        withdrawn.append((sid, name))
+            for sid, client, name in refusals:
+                if self._clients.get(sid) is client and name in client.subjects:
+                    client.subjects.discard(name)
+                    withdrawn.append((sid, name))
         for sid, name in withdrawn:
             self.sio.leave_room(sid, room_for(name), namespace=self.namespace)
             self._send(sid, "unsubscribed", {"config_name": name, "reason": reason})

@@ -26,10 +26,10 @@ from flask_socketio import SocketIO
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
-from socketio_support import Client, LiveServer
 from taskevents import Emitter
 from taskevents.adapters.socketio._backlog import BacklogGuard
 from taskevents.flask import TaskEvents
+from tests.support.socketio import Client, LiveServer
 
 SUBSCRIBE = '42["subscribe_task",{"config_name":"aws01"}]'
 
@@ -225,10 +225,10 @@ def test_the_guard_drops_a_growing_or_huge_backlog_without_waiting_and_lets_go_o
     sio = socketio.Server(async_mode="threading")
     stuck = _FakeEngineIOSocket(sio.eio, "stuck", packets=11)
     draining = _FakeEngineIOSocket(sio.eio, "draining", packets=15)
-    huge = _FakeEngineIOSocket(sio.eio, "huge", packets=21)
+    huge = _FakeEngineIOSocket(sio.eio, "huge", packets=41)
     under = _FakeEngineIOSocket(sio.eio, "under", packets=10)
     guard = BacklogGuard(sio, max_packets=10)
-    assert guard.check() == 1  # over twice the limit: at once
+    assert guard.check() == 1  # over four times the limit: at once
     assert [s.sid for s in (stuck, draining, huge, under) if s.close_calls] == ["huge"]
     for _ in range(3):
         draining.queue.get()
@@ -243,7 +243,7 @@ def test_the_guard_drops_a_growing_or_huge_backlog_without_waiting_and_lets_go_o
 
 def test_the_guard_runs_in_the_background_and_stops_promptly() -> None:
     sio = socketio.Server(async_mode="threading")
-    stuck = _FakeEngineIOSocket(sio.eio, "stuck", packets=21)
+    stuck = _FakeEngineIOSocket(sio.eio, "stuck", packets=41)
     # checks at once, then every 5 s: stop() must not wait for the next one
     guard = BacklogGuard(sio, max_packets=10, interval=5.0)
     guard.start()
@@ -448,3 +448,19 @@ def test_memory_stays_bounded_under_a_flood_with_a_stalled_client(
     assert flood.updates - updates_at_baseline > 10 * FLOOD  # it kept receiving
     assert flood.cut_off >= 3  # the stalled client was dropped again and again
     assert "Traceback" not in errors, errors[-3000:]
+
+
+def test_the_guard_also_bounds_the_bytes_waiting_for_a_client() -> None:
+    class Packet:
+        def __init__(self, data: str) -> None:
+            self.data = data
+
+    sio = socketio.Server(async_mode="threading")
+    few_but_big = _FakeEngineIOSocket(sio.eio, "big", packets=0)
+    for _ in range(5):
+        few_but_big.queue.put(Packet("x" * 1_000_000))
+    small = _FakeEngineIOSocket(sio.eio, "small", packets=5)
+    guard = BacklogGuard(sio, max_packets=1000, max_bytes=1_000_000)
+    assert guard.check() == 1  # 5 MB waiting: five times the byte limit, at once
+    assert few_but_big.close_calls
+    assert not small.close_calls

@@ -19,12 +19,12 @@ import flask
 import pytest
 from flask_socketio import SocketIO
 
-from browser_support import DemoServer, free_port
-from socketio_support import Client, LiveServer
 from taskevents._hosts import AllowedHosts
 from taskevents.demo import create_app
 from taskevents.flask import TaskEvents
 from taskevents.testing import capture_events
+from tests.support.browser import DemoServer, free_port
+from tests.support.socketio import Client, LiveServer
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 CLIENT_SCRIPT = ROOT / "tests" / "js" / "protocol_client.mjs"
 NODE_MODULES = ROOT / "node_modules"
 FOREIGN_ORIGIN = "http://evil.example"

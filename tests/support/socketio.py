@@ -1,16 +1,24 @@
-"""Real servers and real clients for the Socket.IO tests."""
+"""Real servers and real clients for the Socket.IO tests, and the ``serve`` fixture's
+server factory (registered in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import engineio
+import flask
 import socketio
+from flask_socketio import SocketIO
 from werkzeug.serving import BaseWSGIServer, make_server
+
+from taskevents import Emitter, MemoryStateStore, TaskEvent
+from taskevents.adapters.socketio import SocketIOAdapter
+from taskevents.flask import TaskEvents
 
 
 class LiveServer:
@@ -134,3 +142,81 @@ class Client:
     def close(self) -> None:
         if self.sio.connected:
             self.sio.disconnect()
+
+
+SUBJECTS = {"aws01": {"region": "eu-west-1"}, "aws02": {}, "aws03": {}}
+
+
+@dataclass
+class Served:
+    url: str
+    emitter: Emitter
+    adapter: SocketIOAdapter
+    app: flask.Flask
+
+    def client(self, **options: Any) -> Client:
+        client = Client().connect(self.url, **options)
+        self._clients.append(client)
+        return client
+
+    def __post_init__(self) -> None:
+        self._clients: list[Client] = []
+
+
+def serving() -> Iterator[Callable[..., Served]]:
+    """The ``serve`` fixture: ``serve(**config)`` starts a Flask app with the extension on
+    a live server and returns a :class:`Served`; everything is stopped afterwards."""
+    running: list[tuple[Served, LiveServer, TaskEvents]] = []
+
+    def start(
+        *,
+        history_size: int = 1000,
+        authenticate: Any = None,
+        authorize: Any = None,
+        **config: Any,
+    ) -> Served:
+        app = flask.Flask("taskevents-test")
+        settings = {"subjects": SUBJECTS, "progress_interval": 0, **config}
+        app.config.update({f"TASKEVENTS_{key.upper()}": value for key, value in settings.items()})
+        emitter = Emitter(source="tests", state=MemoryStateStore(history_size=history_size))
+        socketio_ = SocketIO(app, async_mode="threading")
+        extension = TaskEvents(
+            app, socketio_, emitter=emitter, authenticate=authenticate, authorize=authorize
+        )
+        server = LiveServer(app)
+        served = Served(server.url, emitter, extension.state(app).socketio_adapter, app)
+        running.append((served, server, extension))
+        return served
+
+    yield start
+    for served, server, _extension in running:
+        for client in served._clients:
+            client.close()
+        TaskEvents.state(served.app).close()
+        server.stop()
+
+
+def subscribe(client: Client, subject: str = "aws01", **extra: Any) -> dict[str, Any]:
+    client.emit("subscribe_task", {"config_name": subject, **extra})
+    status: dict[str, Any] = client.wait_for("task_status", lambda p: p["config_name"] == subject)
+    return status
+
+
+def run_task(emitter: Emitter, subject: str = "aws01", steps: int = 3) -> list[TaskEvent]:
+    events = [emitter.started(subject, "change_ip")]
+    for n in range(1, steps + 1):
+        events.append(
+            emitter.progress(subject, 100 * n // steps, stage="execution", message="Changing IP...")
+        )
+    events.append(emitter.completed(subject, {"status": "success", "data": {"ip": "203.0.113.7"}}))
+    return events
+
+
+def by_token(environ: Any, auth: Any) -> str | None:
+    tokens = {"alice-token": "alice", "bob-token": "bob"}
+    token = auth.get("token") if isinstance(auth, dict) else None
+    return tokens.get(token) if isinstance(token, str) else None
+
+
+def only_own(identity: Any, subject: str) -> bool:
+    return (identity, subject) in {("alice", "aws01"), ("alice", "aws02"), ("bob", "aws03")}

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from browser_support import CHROMIUM, CHROMIUM_ARGS, DemoServer
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, DemoServer
 
 # Outside CI a missing Playwright skips the module; under CI=true, tests/conftest.py
 # makes that skip (seen only while collecting) a collection error.

@@ -4,6 +4,7 @@ expensive requests, and access that can be withdrawn."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -13,13 +14,10 @@ import pytest
 import requests
 import socketio
 
-from socketio_support import Client
 from taskevents import TaskEvent, ValidationError
 from taskevents.adapters.socketio import Expiring
 from taskevents.signals import SIGNALS
-from test_socketio import Served, by_token, only_own, run_task, serve, subscribe
-
-__all__ = ["serve"]  # the fixture, imported for the tests below
+from tests.support.socketio import Client, Served, by_token, only_own, run_task, subscribe
 
 
 def errors_of(client: Client, quiet: float = 0.3) -> list[dict[str, Any]]:
@@ -278,3 +276,64 @@ def test_rest_calls_honour_an_expiring_identity(serve: Callable[..., Served]) ->
         served.url + "/api/tasks", headers={"Authorization": "Bearer new"}, timeout=5
     )
     assert new.status_code == 200
+
+
+def test_what_a_client_sends_never_reaches_the_log_through_a_failing_hook(
+    serve: Callable[..., Served], caplog: pytest.LogCaptureFixture
+) -> None:
+    users = {"alice-token": "alice"}
+
+    def careless(environ: Any, auth: Any) -> str:
+        return users[auth["token"]]  # KeyError('<the token>') for a wrong one
+
+    served = serve(authenticate=careless)
+    with caplog.at_level(logging.DEBUG, logger="taskevents"):
+        refused = Client()
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            refused.connect(served.url, auth={"token": "bob-SECRET-token"})
+        response = requests.get(
+            served.url + "/api/tasks",
+            headers={"Authorization": "Bearer carol-SECRET-token"},
+            timeout=5,
+        )
+    assert response.status_code == 401
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "SECRET" not in text
+    assert not [r for r in caplog.records if r.exc_info and "SECRET" in str(r.exc_info[1])]
+    assert served.adapter.hook_errors.count == 2
+    assert "KeyError" in text
+
+
+def test_client_events_named_connect_never_reach_an_apps_own_namespace_either(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve()
+    connects: list[str] = []
+    sio = served.adapter.sio
+    sio.on("connect", lambda sid, environ, auth=None: connects.append(sid), namespace="/app")
+    client = Client().connect(served.url, namespace="/app")
+    try:
+        client.emit("connect", {"HTTP_X_USER": "bob"}, None, namespace="/app")
+        client.emit("connect", namespace="/app")
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(connects) == 1  # the real connect only
+    finally:
+        client.close()
+
+
+def test_a_huge_unknown_event_name_is_not_echoed_back(serve: Callable[..., Served]) -> None:
+    served = serve()
+    client = served.client()
+    client.emit("x" * 100_000)
+    error = client.wait_for("error")
+    assert error["event"] == "x" * 64
+    assert len(str(error)) < 400
+
+
+def test_an_expiring_identity_with_nan_is_refused() -> None:
+    from taskevents.adapters.socketio import Expiring, resolve_identity
+
+    with pytest.raises(ValidationError):
+        resolve_identity(Expiring("alice", float("nan")))

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from browser_support import CHROMIUM, CHROMIUM_ARGS, DemoServer
-from socketio_support import Client, LiveServer
 from taskevents.demo import create_app
 from taskevents.flask import TaskEvents
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, DemoServer
+from tests.support.socketio import Client, LiveServer
 
 # Outside CI a missing Playwright skips the module; under CI=true, tests/conftest.py
 # makes that skip a collection error.
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import flask
     from playwright.sync_api import Browser, Locator, Page
 
-PAGE = Path(__file__).resolve().parent / "js" / "original_client.html"
+PAGE = Path(__file__).resolve().parent.parent / "js" / "original_client.html"
 WAIT_MS = 15_000
 #: The original status object's keys, in its order; taskevents' own follow them.
 ORIGINAL_KEYS = [

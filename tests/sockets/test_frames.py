@@ -21,11 +21,11 @@ import simple_websocket
 import socketio
 from flask_socketio import SocketIO
 
-from socketio_support import Client, LiveServer
 from taskevents import Emitter
 from taskevents.adapters.socketio import SocketIOAdapter, _frames
 from taskevents.adapters.socketio._frames import RateLimitedLog, guard_frames
 from taskevents.flask import TaskEvents
+from tests.support.socketio import Client, LiveServer
 
 MAX_BUFFER = 1_000_000  # Engine.IO's default max_http_buffer_size
 

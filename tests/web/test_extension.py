@@ -13,11 +13,11 @@ import pytest
 import socketio
 from flask_socketio import SocketIO
 
-from socketio_support import Client, LiveServer
 from taskevents import Emitter, ValidationError
 from taskevents.adapters.logging import LoggingAdapter
 from taskevents.exceptions import UsageError
 from taskevents.flask import TaskEvents
+from tests.support.socketio import Client, LiveServer
 
 
 @pytest.fixture

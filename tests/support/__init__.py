@@ -1,0 +1,1 @@
+"""Support code for the tests: live servers, clients and browsers."""
