@@ -26,6 +26,7 @@ Configuration keys (all optional):
 ``TASKEVENTS_MAX_SUBSCRIPTIONS``    subjects one client may watch at once (``100``)
 ``TASKEVENTS_MAX_BACKLOG``          packets that may wait for one client before it
                                     is dropped as not reading (``1000``)
+``TASKEVENTS_MAX_BACKLOG_BYTES``    ...and bytes (``16 MiB``)
 ``TASKEVENTS_API_PREFIX``           REST endpoints' prefix (``"/api/tasks"``); None
                                     turns them off
 ``TASKEVENTS_DASHBOARD``            serve the dashboard (``True``)

@@ -42,6 +42,7 @@ DEFAULTS: Mapping[str, Any] = {
     "TASKEVENTS_PROGRESS_INTERVAL": 0.1,
     "TASKEVENTS_MAX_SUBSCRIPTIONS": 100,
     "TASKEVENTS_MAX_BACKLOG": 1000,
+    "TASKEVENTS_MAX_BACKLOG_BYTES": 16 << 20,
     "TASKEVENTS_API_PREFIX": "/api/tasks",
     "TASKEVENTS_DASHBOARD": True,
     "TASKEVENTS_DASHBOARD_PATH": "/websocket",
@@ -231,6 +232,7 @@ class TaskEvents:
                 progress_interval=config["TASKEVENTS_PROGRESS_INTERVAL"],
                 max_subscriptions=config["TASKEVENTS_MAX_SUBSCRIPTIONS"],
                 max_backlog=config["TASKEVENTS_MAX_BACKLOG"],
+                max_backlog_bytes=config["TASKEVENTS_MAX_BACKLOG_BYTES"],
                 authenticate=authenticate,
                 authorize=authorize,
             )
