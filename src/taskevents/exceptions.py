@@ -85,6 +85,8 @@ class ValidationError(TaskEventsError, ValueError):
     def __init__(self, field: str, expected: str, got: object = None) -> None:
         self.field = field
         self.expected = expected
+        #: The value received.
+        self.got = got
         shown = _shorten(got)
         super().__init__(f"{field}: expected {expected}, got {shown}")
 

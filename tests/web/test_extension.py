@@ -263,7 +263,7 @@ def test_adapters_are_enabled_by_name_from_config(
         (
             {"subjects": {"aws01": {"region": {1, 2}}}},
             ValidationError,
-            r"TASKEVENTS_SUBJECTS\['aws01'\]\.region",
+            r"TASKEVENTS_SUBJECTS\['aws01'\]\.region: .*got \{1, 2\}$",
         ),
         ({"dashboard_path": None}, ValidationError, "TASKEVENTS_DASHBOARD_PATH"),
     ],

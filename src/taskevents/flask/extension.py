@@ -266,7 +266,7 @@ class TaskEvents:
                     if exc.field == "subject":
                         raise _config_error("TASKEVENTS_SUBJECTS", exc.expected, subject) from exc
                     key = f"TASKEVENTS_SUBJECTS[{subject!r}]{exc.field[len('metadata') :]}"
-                    raise _config_error(key, exc.expected, metadata) from exc
+                    raise _config_error(key, exc.expected, exc.got) from exc
         except BaseException:
             state.close()  # leave nothing half set up behind
             raise
