@@ -9,7 +9,6 @@ with python-socketio, against the original's shapes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from taskevents.demo import create_app
 from taskevents.flask import TaskEvents
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, DemoServer
+from tests.support.browser import DemoServer, chromium
 from tests.support.socketio import Client, LiveServer
 
 # Outside CI a missing Playwright skips the module; under CI=true, tests/conftest.py
@@ -175,14 +174,8 @@ def test_task_status_and_connection_status_have_the_original_keys(
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (./dev test does it)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
