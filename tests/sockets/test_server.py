@@ -253,8 +253,9 @@ def test_snapshot_then_stream_has_no_gap_and_no_duplicate_while_emitting(
                 client = served.client()
                 client.emit("subscribe_task", {"config_name": "aws01"})
                 clients.append(client)
-                time.sleep(0.05)
-            time.sleep(0.3)
+                time.sleep(0.05)  # subscriptions spread over the flood
+            for client in clients:  # every snapshot taken while the subject streams
+                client.wait_for("task_status", timeout=15)
         finally:
             stop.set()
             worker.join()
@@ -434,6 +435,14 @@ def test_a_subscribe_flood_is_rate_limited_and_joins_are_not_repeated(
     # the bystander's updates are not held up behind the replays
     started = served.emitter.started("aws01", "change_ip")
     assert bystander.wait_for("task_status_update", timeout=2)["seq"] == started.seq
+    # and the flooder, for all its joins, is in the room once: one copy of a live update
+    flooder.wait_for("task_status_update", lambda p: p["seq"] == started.seq, timeout=5)
+    later = [
+        p
+        for name, p in flooder.drain(0.5)
+        if name == "task_status_update" and p["seq"] == started.seq
+    ]
+    assert later == []
 
 
 def test_too_many_subscriptions_are_refused(serve: Callable[..., Served]) -> None:

@@ -299,9 +299,20 @@ def test_authorize_runs_in_the_app_context_on_socketio_too(apps: list[flask.Flas
     app.config["ALLOWED"] = {"aws02"}
     TaskEvents(app, SocketIO(app, async_mode="threading"), authorize=authorize)
     adapter = TaskEvents.state(app).socketio_adapter
-    # what the Socket.IO handlers call, outside any request
-    assert sorted(adapter.all_tasks()) == ["aws02"]
-    assert adapter.error_count == 0
+    server = LiveServer(app)
+    client = Client().connect(server.url)
+    try:
+        # the Socket.IO handlers run the hook outside any request: it still sees the app
+        client.emit("get_all_tasks")
+        assert sorted(client.wait_for("all_tasks")) == ["aws02"]
+        client.emit("subscribe_task", {"config_name": "aws01"})
+        assert "not authorised" in client.wait_for("error")["message"]
+        client.emit("subscribe_task", {"config_name": "aws02"})
+        assert client.wait_for("task_status")["config_name"] == "aws02"
+        assert adapter.hook_errors.count == 0
+    finally:
+        client.close()
+        server.stop()
 
 
 def test_hooks_must_be_callable() -> None:
