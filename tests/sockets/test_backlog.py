@@ -13,34 +13,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import flask
 import pytest
 import simple_websocket
 import socketio
-from flask_socketio import SocketIO
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
 from taskevents import Emitter
 from taskevents.adapters.socketio._backlog import BacklogGuard
-from taskevents.flask import TaskEvents
-from tests.support.socketio import Client, LiveServer
+from tests.support import socketio as support
+from tests.support.socketio import Client, wait_until
 
 SUBSCRIBE = '42["subscribe_task",{"config_name":"aws01"}]'
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 class StalledClient:
@@ -116,18 +105,10 @@ class Served:
 
 
 @pytest.fixture
-def served() -> Iterator[Served]:
-    app = flask.Flask("taskevents-backlog-test")
-    app.config.update(TASKEVENTS_SUBJECTS={"aws01": {}}, TASKEVENTS_PROGRESS_INTERVAL=0)
-    emitter = Emitter(source="tests")
-    socketio_ = SocketIO(app, async_mode="threading")
-    TaskEvents(app, socketio_, emitter=emitter)
-    server = LiveServer(app)
-    try:
-        yield Served(server.server.server_port, server.url, emitter, socketio_.server)
-    finally:
-        TaskEvents.state(app).close()
-        server.stop()
+def served(serve: Callable[..., support.Served]) -> Served:
+    shared = serve(progress_interval=0)
+    port = int(shared.url.rsplit(":", 1)[1])
+    return Served(port, shared.url, shared.emitter, shared.adapter.sio)
 
 
 def backlog_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

@@ -15,17 +15,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import flask
 import pytest
 import simple_websocket
 import socketio
-from flask_socketio import SocketIO
 
 from taskevents import Emitter
 from taskevents.adapters.socketio import SocketIOAdapter, _frames
 from taskevents.adapters.socketio._frames import RateLimitedLog, guard_frames
-from taskevents.flask import TaskEvents
-from tests.support.socketio import Client, LiveServer
+from tests.support import socketio as support
+from tests.support.socketio import Client, wait_until
 
 MAX_BUFFER = 1_000_000  # Engine.IO's default max_http_buffer_size
 
@@ -70,33 +68,18 @@ class Served:
         return wait_until(lambda: eio_sid not in self.sio.eio.sockets, timeout)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
-
-
 @pytest.fixture
-def served() -> Iterator[Served]:
-    app = flask.Flask("taskevents-frames-test")
-    app.config.update(TASKEVENTS_SUBJECTS={"aws01": {}}, TASKEVENTS_PROGRESS_INTERVAL=0)
-    emitter = Emitter(source="tests")
-    socketio_ = SocketIO(app, async_mode="threading")
-    TaskEvents(app, socketio_, emitter=emitter)
-    server = LiveServer(app)
-    bystander = Client().connect(server.url)
+def served(serve: Callable[..., support.Served]) -> Iterator[Served]:
+    shared = serve(progress_interval=0)
+    bystander = Client().connect(shared.url)
     try:
         bystander.emit("subscribe_task", {"config_name": "aws01"})
         bystander.wait_for("task_status", timeout=10)
-        emitter.started("aws01", "change_ip")
-        yield Served(server.url, server.server.server_port, emitter, socketio_.server, bystander)
+        shared.emitter.started("aws01", "change_ip")
+        port = int(shared.url.rsplit(":", 1)[1])
+        yield Served(shared.url, port, shared.emitter, shared.adapter.sio, bystander)
     finally:
         bystander.close()
-        TaskEvents.state(app).close()
-        server.stop()
 
 
 @pytest.fixture

@@ -220,3 +220,13 @@ def by_token(environ: Any, auth: Any) -> str | None:
 
 def only_own(identity: Any, subject: str) -> bool:
     return (identity, subject) in {("alice", "aws01"), ("alice", "aws02"), ("bob", "aws03")}
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Whether ``condition()`` became true within ``timeout`` seconds (polled)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
