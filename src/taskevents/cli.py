@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
 
 from taskevents.exceptions import MissingDependency
 
@@ -54,6 +58,125 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_outbox(path: str) -> Any:
+    from pathlib import Path
+
+    from taskevents.adapters.outbox import OutboxError, SQLiteOutbox
+
+    if not Path(path).is_file():
+        raise OutboxError(f"--outbox: no outbox file at {path!r}")
+    return SQLiteOutbox(path)
+
+
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _webhooks(args: argparse.Namespace) -> int:
+    from taskevents.adapters.outbox import OutboxError
+
+    if args.action in ("retry", "purge") and not (args.ids or args.all):
+        print(f"taskevents webhooks {args.action}: give dead letter IDs, or --all", file=sys.stderr)
+        return 2
+    if args.action in ("retry", "purge") and args.ids and args.all:
+        print(f"taskevents webhooks {args.action}: IDs or --all, not both", file=sys.stderr)
+        return 2
+    try:
+        outbox = _open_outbox(args.outbox)
+    except OutboxError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    try:
+        return _webhooks_action(outbox, args)
+    finally:
+        outbox.close()
+
+
+def _webhooks_action(outbox: Any, args: argparse.Namespace) -> int:
+    from taskevents._urls import describe_url
+
+    show = (lambda url: url) if args.full_urls else describe_url
+    ids = args.ids or None
+    if args.action == "status":
+        stats = outbox.stats()
+        if args.json:
+            print(json.dumps(stats, indent=2, sort_keys=True))
+            return 0
+        if not stats:
+            print("the outbox is empty: no endpoint has had an event yet")
+            return 0
+        width = max(len(show(t)) for t in stats)
+        print(f"{'endpoint':<{width}}  pending  retrying  dead  delivered  state")
+        for target, s in sorted(stats.items()):
+            state = f"disabled: {s['disabled']}" if s["disabled"] else "enabled"
+            print(
+                f"{show(target):<{width}}  {s['pending']:>7}  {s['retrying']:>8}  "
+                f"{s['dead']:>4}  {s['delivered']:>9}  {state}"
+            )
+        return 0
+    if args.action == "dead":
+        letters = outbox.dead_letters(limit=args.limit, ids=ids)
+        if args.json:
+            print(
+                json.dumps(
+                    [
+                        {
+                            "id": d.id,
+                            "endpoint": show(d.target),
+                            "subject": d.subject,
+                            "event_id": d.event_id,
+                            "type": d.event_type,
+                            "created": _when(d.created),
+                            "dead_at": _when(d.dead_at),
+                            "reason": d.reason,
+                            "attempts": [
+                                {
+                                    "at": _when(a.at),
+                                    "status": a.status,
+                                    "duration": a.duration,
+                                    "error": a.error,
+                                    "response": a.response,
+                                }
+                                for a in d.attempts
+                            ],
+                            "body": d.body.decode("utf-8", "replace"),
+                        }
+                        for d in letters
+                    ],
+                    indent=2,
+                )
+            )
+            return 0
+        if not letters:
+            print("no dead letters")
+            return 0
+        for d in letters:
+            print(
+                f"{d.id}  {_when(d.dead_at)}  {show(d.target)}  {d.event_type} "
+                f"{d.subject!r} (event {d.event_id}), {len(d.attempts)} attempt"
+                f"{'' if len(d.attempts) == 1 else 's'}: {d.reason}"
+            )
+        return 0
+    if args.action == "retry":
+        count = outbox.retry_dead(ids, time.time())
+        print(f"{count} dead letter{'' if count == 1 else 's'} queued again")
+        return 0 if count or not ids else 1
+    if args.action == "purge":
+        count = outbox.purge_dead(ids)
+        print(f"{count} dead letter{'' if count == 1 else 's'} deleted")
+        return 0 if count or not ids else 1
+    if args.action == "enable":
+        if not args.url:
+            print("taskevents webhooks enable: give the endpoint's URL", file=sys.stderr)
+            return 2
+        done = outbox.enable(args.url)
+        print(f"{show(args.url)} {'enabled' if done else 'was not disabled'}")
+        return 0 if done else 1
+    return 2  # pragma: no cover - argparse rejects unknown actions
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taskevents", description="taskevents tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -88,7 +211,32 @@ def main(argv: list[str] | None = None) -> int:
         "with --host 0.0.0.0 or ::, also this machine's name and any IP address. "
         "Other Host headers get 400, against DNS rebinding",
     )
+    hooks = commands.add_parser(
+        "webhooks",
+        help="inspect a webhook outbox: its endpoints, dead letters; retry or purge them",
+        description="Inspect and repair a webhook outbox (the SQLite file a WebhookAdapter "
+        "writes). status: per endpoint, rows pending, retrying, dead and delivered. dead: "
+        "the dead letters with their last error. retry: queue dead letters again (and "
+        "re-enable their endpoints). purge: delete dead letters. enable: re-enable an "
+        "endpoint disabled by a 410.",
+    )
+    hooks.add_argument("action", choices=["status", "dead", "retry", "purge", "enable"])
+    hooks.add_argument(
+        "ids", nargs="*", type=int, metavar="ID", help="dead letter ids (dead, retry, purge)"
+    )
+    hooks.add_argument("--outbox", required=True, metavar="PATH", help="the outbox file")
+    hooks.add_argument("--all", action="store_true", help="every dead letter (retry, purge)")
+    hooks.add_argument("--url", help="the endpoint to re-enable (enable)")
+    hooks.add_argument("--limit", type=int, default=100, help="most dead letters listed")
+    hooks.add_argument("--json", action="store_true", help="print JSON (status, dead)")
+    hooks.add_argument(
+        "--full-urls",
+        action="store_true",
+        help="show endpoint URLs whole (by default their path is hidden: it may hold a token)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "webhooks":
+        return _webhooks(args)
     if args.command == "demo":
         if args.async_mode == "gevent":
             from gevent import monkey

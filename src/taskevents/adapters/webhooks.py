@@ -1,0 +1,378 @@
+"""Signed, durable webhooks: every event POSTed to your endpoints, at least once.
+
+::
+
+    from taskevents.adapters.webhooks import Endpoint, WebhookAdapter
+
+    webhooks = WebhookAdapter(
+        [Endpoint("https://hooks.example.com/tasks", "whsec_...")],
+        outbox="/var/lib/myapp/webhooks.sqlite3",
+    ).connect()
+
+Each request follows Standard Webhooks v1: the headers ``webhook-id`` (the event's id,
+the same on every retry), ``webhook-timestamp`` and ``webhook-signature``, and by
+default the body ``{"type", "timestamp", "data"}`` with ``data`` =
+:meth:`TaskEvent.to_dict() <taskevents.TaskEvent.to_dict>`. Receivers check it with
+:func:`taskevents.webhooks.verify` (or any Standard Webhooks library).
+
+:meth:`~WebhookAdapter.handle` only writes the event to the outbox (a SQLite file) and
+returns; workers deliver from there, in order per subject and endpoint, retrying on the
+Standard Webhooks schedule, and keep what cannot be delivered as dead letters for
+``taskevents webhooks dead|retry|purge``. Requires ``pip install 'taskevents[webhooks]'``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from taskevents import webhooks as _signing
+from taskevents._checks import number, positive_int
+from taskevents._optional import require
+from taskevents._reporting import safe_message
+from taskevents._urls import describe_url
+from taskevents.events import TASK_PROGRESS, TaskEvent
+from taskevents.exceptions import ValidationError
+
+from .base import _check_types
+from .outbox import DEFAULT_RETRY_SCHEDULE, Delivery, DurableAdapter, Outbox, Outcome
+
+urllib3 = require("urllib3", extra="webhooks", needed_by="WebhookAdapter")
+
+# after the check above: the guard imports urllib3 itself
+from ._netguard import AddressPolicy, AddressRefused, pool_manager  # noqa: E402
+
+__all__ = ["Endpoint", "WebhookAdapter"]
+
+#: Body formats an endpoint can take.
+FORMATS = ("standard", "cloudevents")
+
+_CONTENT_TYPES = {
+    "standard": "application/json",
+    "cloudevents": "application/cloudevents+json; charset=utf-8",
+}
+
+#: Statuses retried (besides every 5xx).
+RETRIED_STATUSES = frozenset({408, 429})
+
+
+class Endpoint:
+    """Where events are POSTed, and which ones.
+
+    :param url: an ``http://`` or ``https://`` URL.
+    :param secret: the signing secret, ``whsec_<base64>`` (make one with
+        :func:`taskevents.webhooks.generate_secret`); a list of secrets while one is
+        being rotated (each request then carries a signature per secret).
+    :param types: the event types to send. Default: every type but ``task_progress``
+        (including types declared later).
+    :param subjects: the subjects to send (default: all).
+    :param format: ``"standard"`` (``{"type", "timestamp", "data"}``) or
+        ``"cloudevents"`` (a CloudEvents 1.0 structured-mode body,
+        ``application/cloudevents+json``).
+    :param timeout: seconds to wait for the endpoint to answer.
+    :param progress: also send ``task_progress`` (coalesced per task, at most one per
+        subject per the adapter's ``progress_interval``); the same as listing it in
+        ``types``.
+    """
+
+    __slots__ = ("_secrets", "format", "progress", "subjects", "timeout", "types", "url")
+
+    def __init__(
+        self,
+        url: str,
+        secret: str | Sequence[str],
+        *,
+        types: Iterable[str] | None = None,
+        subjects: Iterable[str] | None = None,
+        format: Literal["standard", "cloudevents"] = "standard",
+        timeout: float = 15.0,
+        progress: bool = False,
+    ) -> None:
+        if not isinstance(url, str) or not url:
+            raise ValidationError("url", "an http:// or https:// URL", url)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValidationError("url", "an http:// or https:// URL with a host", url)
+        self.url = url
+        secrets = [secret] if isinstance(secret, str) else secret
+        if not isinstance(secrets, Sequence) or not secrets:
+            raise ValidationError("secret", "a secret written whsec_<base64>, or a list", "")
+        for i, one in enumerate(secrets):
+            _signing.decode_secret(one, "secret" if len(secrets) == 1 else f"secret[{i}]")
+        self._secrets = tuple(secrets)
+        if format not in FORMATS:
+            raise ValidationError("format", " or ".join(repr(f) for f in FORMATS), format)
+        self.format = format
+        self.timeout = number(timeout, "timeout", above=0)
+        if not isinstance(progress, bool):
+            raise ValidationError("progress", "True or False", progress)
+        self.types: tuple[str, ...] | None = None if types is None else _check_types(types)
+        self.progress = progress or (self.types is not None and TASK_PROGRESS in self.types)
+        if isinstance(subjects, str):
+            raise ValidationError("subjects", "a collection of subject names", subjects)
+        self.subjects = None if subjects is None else frozenset(subjects)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The signing secrets (not shown in ``repr``)."""
+        return self._secrets
+
+    def accepts(self, event: TaskEvent) -> bool:
+        """Whether this endpoint takes ``event``."""
+        if self.subjects is not None and event.subject not in self.subjects:
+            return False
+        if self.types is None:
+            return self.progress or event.type != TASK_PROGRESS
+        return event.type in self.types
+
+    def __repr__(self) -> str:
+        return f"Endpoint({describe_url(self.url)!r}, secret=<hidden>, format={self.format!r})"
+
+    @classmethod
+    def coerce(cls, value: object, field: str) -> Endpoint:
+        """An Endpoint from an Endpoint or a mapping of its arguments (as config files
+        write it)."""
+        if isinstance(value, Endpoint):
+            return value
+        if isinstance(value, Mapping):
+            options = dict(value)
+            try:
+                return cls(options.pop("url"), options.pop("secret"), **options)
+            except KeyError as exc:
+                raise ValidationError(
+                    field, f"a mapping with {exc.args[0]!r}", "(no such key)"
+                ) from None
+            except TypeError as exc:
+                raise ValidationError(
+                    field,
+                    "url, secret and the options types, subjects, format, timeout, progress",
+                    safe_message(exc),
+                ) from None
+            except ValidationError as exc:
+                raise ValidationError(f"{field}.{exc.field}", exc.expected, exc.got) from None
+        raise ValidationError(field, "an Endpoint or a mapping with url and secret", value)
+
+
+class WebhookAdapter(DurableAdapter):
+    """POSTs events to :class:`Endpoint` s, signed (Standard Webhooks v1), at least once.
+
+    :param endpoints: an :class:`Endpoint`, or a list of them (or of mappings with their
+        arguments, as in ``TASKEVENTS_ADAPTERS``). Two endpoints may not share a URL.
+    :param outbox: the SQLite file rows wait in (created if missing; several processes
+        may share it), or an :class:`~taskevents.adapters.outbox.Outbox`.
+    :param allow_hosts: host names, addresses or networks (``"10.0.0.0/8"``) that may be
+        private. By default an endpoint that is, or resolves to, a loopback, private,
+        link-local, shared (CGNAT), multicast or reserved address is refused: checked on
+        the address actually connected to, so DNS rebinding cannot get around it.
+    :param https_only: refuse ``http://`` endpoints.
+    :param max_response_bytes: how much of a failed response's body is kept.
+    :param user_agent: the ``User-Agent`` header.
+
+    The other options (``workers``, ``retry_schedule``, ``jitter``, ``lease``,
+    ``progress_interval``, ``poll_interval``, ``max_unwritten``, ``types``,
+    ``subjects``) are :class:`~taskevents.adapters.outbox.DurableAdapter`'s.
+
+    What becomes of a response: 2xx is delivered; 5xx, 408, 429, a timeout or a
+    connection error is retried (``Retry-After`` is honoured, up to a day); a redirect
+    is not followed and is retried; 410 disables the endpoint (until
+    ``taskevents webhooks retry`` or ``enable``); any other 4xx, and an address the
+    guard refuses, make a dead letter at once.
+    """
+
+    def __init__(
+        self,
+        endpoints: Endpoint | Mapping[str, Any] | Sequence[Endpoint | Mapping[str, Any]],
+        *,
+        outbox: str | os.PathLike[str] | Outbox = "taskevents-webhooks.sqlite3",
+        allow_hosts: Iterable[str] = (),
+        https_only: bool = False,
+        workers: int = 4,
+        retry_schedule: Sequence[float] = DEFAULT_RETRY_SCHEDULE,
+        jitter: float = 0.1,
+        lease: float = 30.0,
+        progress_interval: float = 5.0,
+        poll_interval: float = 1.0,
+        max_unwritten: int = 100_000,
+        max_response_bytes: int = 1024,
+        user_agent: str = "taskevents-webhooks/1",
+        types: Iterable[str] | None = None,
+        subjects: Iterable[str] | None = None,
+    ) -> None:
+        if isinstance(endpoints, (Endpoint, Mapping)):
+            endpoints = [endpoints]
+        if isinstance(endpoints, (str, bytes)) or not isinstance(endpoints, Sequence):
+            raise ValidationError("endpoints", "a list of Endpoint", endpoints)
+        if not endpoints:
+            raise ValidationError("endpoints", "at least one Endpoint", endpoints)
+        if not isinstance(https_only, bool):
+            raise ValidationError("https_only", "True or False", https_only)
+        self.policy = AddressPolicy(allow_hosts, https_only=https_only)
+        chosen: dict[str, Endpoint] = {}
+        for i, raw in enumerate(endpoints):
+            endpoint = Endpoint.coerce(raw, f"endpoints[{i}]")
+            self.policy.check_url(endpoint.url, f"endpoints[{i}].url")
+            if endpoint.url in chosen:
+                raise ValidationError(f"endpoints[{i}].url", "a URL no other endpoint has", "")
+            chosen[endpoint.url] = endpoint
+        self.endpoints: tuple[Endpoint, ...] = tuple(chosen.values())
+        self.max_response_bytes = positive_int(max_response_bytes, "max_response_bytes")
+        if not isinstance(user_agent, str) or not user_agent.isprintable():
+            raise ValidationError("user_agent", "a printable string", user_agent)
+        self.user_agent = user_agent
+        super().__init__(
+            outbox=outbox,
+            workers=workers,
+            retry_schedule=retry_schedule,
+            jitter=jitter,
+            lease=lease,
+            progress_interval=progress_interval,
+            poll_interval=poll_interval,
+            max_unwritten=max_unwritten,
+            types=types,
+            subjects=subjects,
+        )
+        self._targets = tuple(chosen)
+        self._by_url = chosen
+        self._pool = pool_manager(self.policy, maxsize=self.workers)
+
+    # -- DurableAdapter ----------------------------------------------------------------
+
+    def rows(self, event: TaskEvent) -> list[tuple[str, bytes]]:
+        made: list[tuple[str, bytes]] = []
+        bodies: dict[str, bytes] = {}
+        for endpoint in self.endpoints:
+            if not endpoint.accepts(event):
+                continue
+            body = bodies.get(endpoint.format)
+            if body is None:
+                body = bodies[endpoint.format] = self.body(event, endpoint.format)
+            made.append((endpoint.url, body))
+        return made
+
+    @staticmethod
+    def body(event: TaskEvent, format: str = "standard") -> bytes:
+        """The request body ``event`` is sent as, in ``format``."""
+        if format == "cloudevents":
+            document = event.to_cloudevent()
+        else:
+            document = {
+                "type": event.type,
+                "timestamp": event.time.isoformat(timespec="microseconds"),
+                "data": event.to_dict(),
+            }
+        return json.dumps(
+            document, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode()
+
+    def timeout_for(self, target: str) -> float:
+        endpoint = self._by_url.get(target)
+        return 0.0 if endpoint is None else endpoint.timeout
+
+    def label(self, target: str) -> str:
+        return describe_url(target)
+
+    def send(self, delivery: Delivery) -> Outcome:
+        endpoint = self._by_url[delivery.target]
+        try:
+            headers = _signing.signed_headers(
+                delivery.body,
+                msg_id=delivery.event_id,
+                timestamp=int(time.time()),
+                secrets=endpoint.secrets,
+            )
+        except ValidationError as exc:  # an event id no header can carry, re-emitted
+            return Outcome("dead", error=f"cannot be signed: {exc}")
+        headers["content-type"] = _CONTENT_TYPES[endpoint.format]
+        headers["user-agent"] = self.user_agent
+        try:
+            response = self._pool.request(
+                "POST",
+                endpoint.url,
+                body=delivery.body,
+                headers=headers,
+                redirect=False,
+                retries=False,
+                timeout=urllib3.Timeout(connect=min(endpoint.timeout, 10.0), read=endpoint.timeout),
+                preload_content=False,
+            )
+        except AddressRefused as exc:
+            return Outcome("dead", error=f"address refused: {exc}")
+        except urllib3.exceptions.TimeoutError:
+            return Outcome("retry", error=f"no answer within {endpoint.timeout:g}s")
+        except urllib3.exceptions.HTTPError as exc:
+            return Outcome("retry", error=_describe_http_error(exc))
+        try:
+            status = response.status
+            if 200 <= status < 300:
+                return Outcome.delivered(status)
+            text = self._read_some(response)
+            if 300 <= status < 400:
+                location = response.headers.get("location", "")
+                where = f" to {describe_url(location)}" if location else ""
+                return Outcome("retry", status, f"redirect ({status}){where} not followed", text)
+            if status == 410:
+                return Outcome("disable", status, "410 Gone: the endpoint is disabled", text)
+            if status >= 500 or status in RETRIED_STATUSES:
+                return Outcome(
+                    "retry",
+                    status,
+                    f"HTTP {status}",
+                    text,
+                    _retry_after(response.headers.get("retry-after")),
+                )
+            return Outcome("dead", status, f"HTTP {status}: refused by the endpoint", text)
+        finally:
+            self._finish(response)
+
+    def _read_some(self, response: Any) -> str:
+        try:
+            data = response.read(self.max_response_bytes + 1, decode_content=False)
+        except Exception:
+            return ""
+        text: str = data[: self.max_response_bytes].decode("utf-8", "replace")
+        return text + ("..." if len(data) > self.max_response_bytes else "")
+
+    def _finish(self, response: Any) -> None:
+        # Keep the connection when the (small) rest of the body is read; drop it rather
+        # than read a big one.
+        try:
+            length = response.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) <= 65536:
+                response.drain_conn()
+                response.release_conn()
+            else:
+                response.close()
+                response.release_conn()
+        except Exception:
+            pass
+
+    def close(self, timeout: float = 5.0) -> None:
+        super().close(timeout)
+        self._pool.clear()
+
+
+def _describe_http_error(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None)
+    text = safe_message(reason if isinstance(reason, BaseException) else exc, 300)
+    return f"{type(exc).__name__}: {text}"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (seconds, or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit() and len(value) < 10:
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
