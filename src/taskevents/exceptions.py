@@ -7,8 +7,12 @@
      ├── NoRunningTask          progress or an outcome for a subject with no task running
      ├── ValidationError        bad input: names the field and what was expected
      │                          (also a ValueError)
+     ├── UsageError             an API used in the wrong order or place (also a RuntimeError)
      ├── AdapterNotFound        no adapter registered under that name (also a LookupError)
-     └── MissingDependency      an optional package is not installed (also an ImportError)
+     ├── MissingDependency      an optional package is not installed (also an ImportError)
+     ├── OutboxError            a webhook outbox file that cannot be used
+     │                          (taskevents.adapters.outbox)
+     └── InvalidSignature       a received webhook failed verification (taskevents.webhooks)
 """
 
 from __future__ import annotations

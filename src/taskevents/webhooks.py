@@ -23,7 +23,8 @@ decoded JSON body; a request that fails verification gets a JSON 401 naming the 
     @app.post("/hooks")
     @webhook_view(os.environ["TASKEVENTS_WEBHOOK_SECRET"])
     def hooks(payload):
-        print(payload["type"], payload["subject"], payload["task_id"])
+        event = payload["data"]  # TaskEvent.to_dict()
+        print(payload["type"], event["subject"], event["task_id"])
         return "", 204
 
 Anywhere else, pass the raw body and the headers to :func:`verify`:

@@ -1,7 +1,8 @@
 """Durable delivery: an outbox of rows on disk, and workers that deliver them by due time.
 
 :class:`DurableAdapter` is the base of adapters that must not lose an event, even across
-a crash: the webhook adapter, and the AWS adapters after it. Its :meth:`~Adapter.handle`
+a crash: the webhook adapter, and the AWS adapters after it. Its
+:meth:`~taskevents.Adapter.handle`
 writes one row per target (an endpoint, a queue) to an :class:`Outbox` before it
 returns; a small pool of worker threads takes the rows that are due and hands each to
 :meth:`DurableAdapter.send`, which says what became of it (an :class:`Outcome`).
@@ -330,7 +331,7 @@ class SQLiteOutbox:
     """An :class:`Outbox` in a SQLite file, in WAL mode: durable across a crash of the
     process (a committed row survives ``kill -9``), shared safely by several processes.
 
-    :param path: the file; created with its directory's permissions if missing.
+    :param path: the file; created if missing.
     :param synchronous: SQLite's ``synchronous`` setting: ``"NORMAL"`` (default) survives
         any crash of the process, ``"FULL"`` also a power cut, at the cost of an fsync
         per emitted event.
@@ -1115,11 +1116,16 @@ class DurableAdapter(Adapter):
     :class:`Outcome`). Everything else (order per subject and target, claims, retries
     on a schedule, dead letters, rate-limited progress) is here.
 
+    :param targets: where this adapter delivers (e.g. endpoint URLs): the names
+        :meth:`rows` returns and :meth:`send` finds in :attr:`Delivery.target`. Its
+        workers claim only these targets' rows, so adapters with other targets can
+        share one outbox.
     :param outbox: a file path (a :class:`SQLiteOutbox`) or an :class:`Outbox`.
     :param workers: worker threads. One target never takes them all while other
         targets have work (``workers - 1`` at most, when there are several targets).
-    :param retry_schedule: seconds to wait before each attempt, the first included;
-        its length is the number of attempts before a row becomes a dead letter.
+    :param retry_schedule: seconds to wait before each attempt, the first included
+        (usually 0: at once); its length is the number of attempts before a row becomes
+        a dead letter.
     :param jitter: each wait is moved by up to this fraction, at random, so that
         retries of many rows do not arrive together.
     :param lease: seconds a claim on a lane lasts without renewal; the rows of a
@@ -1135,6 +1141,7 @@ class DurableAdapter(Adapter):
     def __init__(
         self,
         *,
+        targets: Sequence[str],
         outbox: str | os.PathLike[str] | Outbox,
         workers: int = 4,
         retry_schedule: Sequence[float] = DEFAULT_RETRY_SCHEDULE,
@@ -1188,7 +1195,9 @@ class DurableAdapter(Adapter):
             0,
         )
         self._last: dict[str, dict[str, Any]] = {}
-        self._targets: tuple[str, ...] = ()
+        if isinstance(targets, str) or not isinstance(targets, Sequence) or not targets:
+            raise ValidationError("targets", "a list of target names", targets)
+        self._targets: tuple[str, ...] = tuple(targets)
         self._hold_for = self.lease
 
     # -- what a subclass says --------------------------------------------------------
@@ -1230,14 +1239,15 @@ class DurableAdapter(Adapter):
         now = time.time()
         progress = event.type == TASK_PROGRESS
         rows = []
+        first = now + self.retry_schedule[0]
         for target, body in made:
-            not_before = now
+            not_before = first
             if progress and self.progress_interval:
                 # A new progress row no sooner than an interval after the last new one;
                 # until then, newer progress replaces the row waiting (latest wins).
                 last = self._last_progress.get((target, event.subject))
                 if last is not None:
-                    not_before = max(now, last + self.progress_interval)
+                    not_before = max(first, last + self.progress_interval)
             rows.append(
                 NewDelivery(
                     target,
@@ -1354,7 +1364,7 @@ class DurableAdapter(Adapter):
         _live.add(self)
 
     def connect(self: D, emitter: object | None = None) -> D:
-        """Connect (see :meth:`Adapter.connect`) and start the workers, which also take
+        """Connect (see :meth:`taskevents.Adapter.connect`) and start the workers, which also take
         up rows left in the outbox by an earlier run."""
         self._start()
         return super().connect(emitter)
@@ -1561,7 +1571,8 @@ class DurableAdapter(Adapter):
     def close(self, timeout: float = 5.0) -> None:
         """Disconnect, deliver what is due (waiting up to ``timeout`` seconds), stop the
         workers and close the outbox. What is left stays in the outbox (on disk, for a
-        :class:`SQLiteOutbox`) and is delivered by the next adapter that opens it.
+        :class:`~taskevents.adapters.outbox.SQLiteOutbox`) and is delivered by the next
+        adapter that opens it.
         Idempotent."""
         self.disconnect()
         with self._cond:

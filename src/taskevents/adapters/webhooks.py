@@ -235,8 +235,8 @@ class WebhookAdapter(DurableAdapter):
             max_unwritten=max_unwritten,
             types=types,
             subjects=subjects,
+            targets=tuple(chosen),
         )
-        self._targets = tuple(chosen)
         self._by_url = chosen
         self._pool = pool_manager(self.policy, maxsize=self.workers)
 
@@ -302,6 +302,8 @@ class WebhookAdapter(DurableAdapter):
             )
         except AddressRefused as exc:
             return Outcome("dead", error=f"address refused: {exc}")
+        except urllib3.exceptions.NewConnectionError as exc:  # (a ConnectTimeoutError too)
+            return Outcome("retry", error=_describe_http_error(exc))
         except urllib3.exceptions.TimeoutError:
             return Outcome("retry", error=f"no answer within {endpoint.timeout:g}s")
         except urllib3.exceptions.HTTPError as exc:

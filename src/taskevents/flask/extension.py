@@ -247,6 +247,10 @@ class TaskEvents:
                 try:
                     state.adapters.append(load_adapter(name, **options))
                 except TaskEventsError as exc:
+                    if isinstance(exc, ValidationError):  # an option: say which, whole
+                        raise ValidationError(
+                            f"TASKEVENTS_ADAPTERS[{name!r}].{exc.field}", exc.expected, exc.got
+                        ) from exc
                     raise ValidationError(
                         f"TASKEVENTS_ADAPTERS[{name!r}]",
                         "an installed adapter name with the options it takes",
