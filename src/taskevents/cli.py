@@ -65,7 +65,18 @@ def _open_outbox(path: str) -> Any:
 
     if not Path(path).is_file():
         raise OutboxError(f"--outbox: no outbox file at {path!r}")
-    return SQLiteOutbox(path)
+    return SQLiteOutbox(path, create=False)  # never creates or converts a file
+
+
+def _row_id(text: str) -> int:
+    """A whole number from 1 to 2**63 - 1 (what SQLite can hold), for argparse."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to 2**63-1, got {text}")
+    return value
 
 
 def _when(seconds: float | None) -> str:
@@ -95,24 +106,24 @@ def _webhooks(args: argparse.Namespace) -> int:
 
 
 def _webhooks_action(outbox: Any, args: argparse.Namespace) -> int:
-    from taskevents._urls import describe_url
+    from taskevents._urls import describe_url, printable
 
-    show = (lambda url: url) if args.full_urls else describe_url
+    show = printable if args.full_urls else describe_url
     ids = args.ids or None
     if args.action == "status":
-        stats = outbox.stats()
+        stats = {show(target): s for target, s in outbox.stats().items()}
         if args.json:
             print(json.dumps(stats, indent=2, sort_keys=True))
             return 0
         if not stats:
             print("the outbox is empty: no endpoint has had an event yet")
             return 0
-        width = max(len(show(t)) for t in stats)
+        width = max(len(t) for t in stats)
         print(f"{'endpoint':<{width}}  pending  retrying  dead  delivered  state")
         for target, s in sorted(stats.items()):
-            state = f"disabled: {s['disabled']}" if s["disabled"] else "enabled"
+            state = f"disabled: {printable(s['disabled'])}" if s["disabled"] else "enabled"
             print(
-                f"{show(target):<{width}}  {s['pending']:>7}  {s['retrying']:>8}  "
+                f"{target:<{width}}  {s['pending']:>7}  {s['retrying']:>8}  "
                 f"{s['dead']:>4}  {s['delivered']:>9}  {state}"
             )
         return 0
@@ -154,9 +165,9 @@ def _webhooks_action(outbox: Any, args: argparse.Namespace) -> int:
             return 0
         for d in letters:
             print(
-                f"{d.id}  {_when(d.dead_at)}  {show(d.target)}  {d.event_type} "
-                f"{d.subject!r} (event {d.event_id}), {len(d.attempts)} attempt"
-                f"{'' if len(d.attempts) == 1 else 's'}: {d.reason}"
+                f"{d.id}  {_when(d.dead_at)}  {show(d.target)}  {printable(d.event_type)} "
+                f"{d.subject!r} (event {printable(d.event_id)}), {len(d.attempts)} attempt"
+                f"{'' if len(d.attempts) == 1 else 's'}: {printable(d.reason)}"
             )
         return 0
     if args.action == "retry":
@@ -222,12 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     hooks.add_argument("action", choices=["status", "dead", "retry", "purge", "enable"])
     hooks.add_argument(
-        "ids", nargs="*", type=int, metavar="ID", help="dead letter ids (dead, retry, purge)"
+        "ids", nargs="*", type=_row_id, metavar="ID", help="dead letter ids (dead, retry, purge)"
     )
     hooks.add_argument("--outbox", required=True, metavar="PATH", help="the outbox file")
     hooks.add_argument("--all", action="store_true", help="every dead letter (retry, purge)")
     hooks.add_argument("--url", help="the endpoint to re-enable (enable)")
-    hooks.add_argument("--limit", type=int, default=100, help="most dead letters listed")
+    hooks.add_argument(
+        "--limit", type=_row_id, default=100, help="most dead letters listed (default 100)"
+    )
     hooks.add_argument("--json", action="store_true", help="print JSON (status, dead)")
     hooks.add_argument(
         "--full-urls",

@@ -27,11 +27,14 @@ through the webhook adapter, which says so when it is missing.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import socket
 import sys
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeAlias
 
 import urllib3
@@ -47,6 +50,7 @@ from urllib3.util import Url, parse_url
 from urllib3.util.connection import allowed_gai_family
 from urllib3.util.timeout import _DEFAULT_TIMEOUT, _TYPE_TIMEOUT
 
+from taskevents._urls import describe_url
 from taskevents.exceptions import TaskEventsError, ValidationError
 
 __all__ = ["AddressPolicy", "AddressRefused", "IPAddress", "pool_manager", "refused_reason"]
@@ -254,12 +258,13 @@ def _normalize_host(host: str) -> str:
 
 
 def _redacted(url: str) -> str:
-    """``url`` fit for an error message: from ``"@"`` back to the scheme is hidden, so
-    a user name and password never reach a log (however the URL is malformed)."""
-    if "@" not in url:
-        return url
-    scheme, sep, _ = url.partition("://")
-    return f"{scheme if sep else ''}{sep}***@{url.rpartition('@')[2]}"
+    """``url`` fit for an error message: a user name and password are hidden (however
+    the URL is malformed), and so are its path and query, which often hold a token."""
+    shown = describe_url(url)
+    if "@" in url:
+        scheme, sep, rest = shown.partition("://")
+        shown = f"{scheme}{sep}***@{rest}" if sep else f"***@{shown}"
+    return shown
 
 
 class AddressPolicy:
@@ -365,19 +370,23 @@ class AddressPolicy:
                 _redacted(url),
             )
         if parsed.scheme not in self.schemes:
-            raise ValidationError(field, scheme_rule, url)
+            raise ValidationError(field, scheme_rule, _redacted(url))
         if not parsed.host:
-            raise ValidationError(field, "a URL with a host", url)
+            raise ValidationError(field, "a URL with a host", _redacted(url))
         if parsed.port is not None and not 1 <= parsed.port <= 65535:
-            raise ValidationError(field, "a port from 1 to 65535", url)
+            raise ValidationError(field, "a port from 1 to 65535", _redacted(url))
         try:
             ip = _literal_ip(parsed.host)
         except ValueError:
             raise ValidationError(
-                field, "a host name, or an IP address written the usual way (a.b.c.d)", url
+                field,
+                "a host name, or an IP address written the usual way (a.b.c.d)",
+                _redacted(url),
             ) from None
         if ip is not None and self._refusal(parsed.host, ip) is not None:
-            raise ValidationError(field, "a public address, or a host listed in allow_hosts", url)
+            raise ValidationError(
+                field, "a public address, or a host listed in allow_hosts", _redacted(url)
+            )
         return parsed
 
     def connect(
@@ -442,8 +451,80 @@ class AddressPolicy:
         raise OSError(f"{name} resolved to no address")
 
 
+class _Watchdog:
+    """Ends requests that outlive their deadline.
+
+    urllib3's read timeout bounds each read, not the whole answer: a server that sends a
+    byte every so often can hold a request for ever. Within :func:`deadline`, the
+    connection a thread sends on is noted; a single daemon thread shuts the socket of
+    any request past its deadline, and the read in progress fails at once.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        # thread id -> [deadline (monotonic), the connection in use, expired]
+        self._active: dict[int, list[Any]] = {}
+        self._thread: threading.Thread | None = None
+
+    def begin(self, seconds: float) -> list[Any]:
+        entry: list[Any] = [time.monotonic() + seconds, None, False]
+        with self._cond:
+            self._active[threading.get_ident()] = entry
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="taskevents-send-deadline", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return entry
+
+    def attach(self, connection: HTTPConnection) -> None:
+        entry = self._active.get(threading.get_ident())
+        if entry is not None:
+            entry[1] = connection
+
+    def end(self) -> None:
+        with self._cond:
+            self._active.pop(threading.get_ident(), None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._active:
+                    self._cond.wait()
+                now = time.monotonic()
+                late = [e for e in self._active.values() if e[0] <= now and not e[2]]
+            for entry in late:
+                entry[2] = True
+                sock = getattr(entry[1], "sock", None)
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+            time.sleep(0.05)
+
+
+_watchdog = _Watchdog()
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[list[Any]]:
+    """Give the requests this thread makes through :func:`pool_manager` connections in
+    the block ``seconds`` in all (connecting, sending, reading headers and body): past
+    that, the socket is shut and the read in progress fails. Yields a record whose
+    item ``[2]`` is True if the deadline struck."""
+    entry = _watchdog.begin(seconds)
+    try:
+        yield entry
+    finally:
+        _watchdog.end()
+
+
 class _GuardedHTTPConnection(HTTPConnection):
     """An HTTP connection that connects only where its :class:`AddressPolicy` allows."""
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watchdog.attach(self)  # under a deadline(), this request is the one to end
+        super().request(*args, **kwargs)
 
     def __init__(self, *args: Any, address_policy: AddressPolicy, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -239,10 +239,14 @@ class Outbox(Protocol):
         """Make rate-limited rows (not yet tried) due now: for flush."""
 
     def next_due(self, targets: Sequence[str]) -> float | None:
-        """When the next lane of ``targets`` falls due or its claim runs out."""
+        """When the next unclaimed lane of ``targets`` falls due (disabled targets
+        left out)."""
 
     def pending(self, targets: Sequence[str]) -> int:
-        """Rows of ``targets`` not delivered and not dead."""
+        """Rows of ``targets`` not delivered and not dead (disabled targets left out)."""
+
+    def disabled(self) -> dict[str, str]:
+        """The disabled targets, with the reason of each."""
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per target: pending, retrying, dead, delivered, disabled (a reason or None)."""
@@ -300,7 +304,7 @@ CREATE TABLE IF NOT EXISTS lanes (
     claim_until REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (target, subject)
 );
-CREATE INDEX IF NOT EXISTS lanes_due ON lanes (next_at);
+CREATE INDEX IF NOT EXISTS lanes_due ON lanes (target, next_at);
 CREATE TABLE IF NOT EXISTS attempts (
     delivery_id INTEGER NOT NULL,
     at REAL NOT NULL,
@@ -327,6 +331,16 @@ class OutboxError(TaskEventsError):
     """The outbox file cannot be used (not an outbox, a newer schema, unreadable)."""
 
 
+class OutboxBusy(OutboxError):
+    """A write to the outbox waited longer than it may (another write held it)."""
+
+
+#: Bytes a WAL file is cut back to after a checkpoint.
+_WAL_SIZE_LIMIT = 16 * 1024 * 1024
+#: A WAL this big is checkpointed at once rather than at the next second.
+_WAL_CHECKPOINT_SIZE = 4 * 1024 * 1024
+
+
 class SQLiteOutbox:
     """An :class:`Outbox` in a SQLite file, in WAL mode: durable across a crash of the
     process (a committed row survives ``kill -9``), shared safely by several processes.
@@ -344,27 +358,45 @@ class SQLiteOutbox:
         *,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         busy_timeout: float = 5.0,
+        write_wait: float = 0.05,
+        create: bool = True,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValidationError("synchronous", '"NORMAL" or "FULL"', synchronous)
         self.path = Path(path)
+        self.busy_timeout = number(busy_timeout, "busy_timeout")
+        self.write_wait = number(write_wait, "write_wait")
         self._lock = threading.Lock()
+        self._maintaining = threading.Lock()
+        self._next_checkpoint = 0.0
+        self._waits = self.busy_timeout  # the busy timeout set on the connection now
         try:
-            self._db = sqlite3.connect(
-                str(self.path),
-                timeout=number(busy_timeout, "busy_timeout"),
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            if create:
+                self._db = sqlite3.connect(
+                    str(self.path),
+                    timeout=self.busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:  # an existing outbox only: never create or convert a file
+                self._db = sqlite3.connect(
+                    f"{self.path.resolve().as_uri()}?mode=rw",
+                    uri=True,
+                    timeout=self.busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open the outbox {str(self.path)!r}: {exc}") from exc
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._check_or_create(create)
+            if create:
+                self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
-            # Checkpoints run in maintain() (a worker), never in an emitting thread.
+            # Checkpoints run in maintain() (a worker), never in an emitting thread; and
+            # a WAL that grew during a backlog is cut back after each.
             self._db.execute("PRAGMA wal_autocheckpoint=0")
-            self._writes = 0
-            self._create()
+            self._db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise OutboxError(
@@ -374,33 +406,71 @@ class SQLiteOutbox:
             self._db.close()
             raise
 
-    def _create(self) -> None:
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                self._db.execute(statement)
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if row is None:
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (_SCHEMA_VERSION,))
-        elif row[0] != _SCHEMA_VERSION:
+    def _check_or_create(self, create: bool) -> None:
+        db = self._db
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = None
+        if "meta" in tables:
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            version = None if row is None else row[0]
+        if version is None and (tables - {"sqlite_sequence"} or not create):
+            # someone else's database (or an empty file when only opening): leave it be
             raise OutboxError(
-                f"the outbox {str(self.path)!r} has schema {row[0]}; this taskevents "
+                f"{str(self.path)!r} is not a taskevents outbox (a SQLite database "
+                f"without the outbox's tables)"
+            )
+        if version is not None and version != _SCHEMA_VERSION:
+            raise OutboxError(
+                f"the outbox {str(self.path)!r} has schema {version}; this taskevents "
                 f"reads schema {_SCHEMA_VERSION}"
             )
+        if version is None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (_SCHEMA_VERSION,))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
     class _Tx:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the connection's lock."""
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the connection's lock. ``wait``: at
+        most this long for the lock and for another process's write (None: the full
+        busy timeout); past it, :class:`OutboxBusy`."""
 
-        def __init__(self, outbox: SQLiteOutbox) -> None:
+        def __init__(self, outbox: SQLiteOutbox, wait: float | None) -> None:
             self.outbox = outbox
+            self.wait = wait
 
         def __enter__(self) -> sqlite3.Connection:
-            self.outbox._lock.acquire()
+            outbox = self.outbox
+            wait = self.wait
+            if wait is None:
+                outbox._lock.acquire()
+                wait = outbox.busy_timeout
+            elif not outbox._lock.acquire(timeout=wait):
+                raise OutboxBusy(f"the outbox was busy for {wait:g}s (another write holds it)")
+            db = outbox._db
             try:
-                self.outbox._db.execute("BEGIN IMMEDIATE")
-            except BaseException:
-                self.outbox._lock.release()
+                if outbox._waits != wait:
+                    db.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+                    outbox._waits = wait
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                outbox._lock.release()
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise OutboxBusy(
+                        f"the outbox was busy for {wait:g}s (another process writes to it)"
+                    ) from exc
                 raise
-            return self.outbox._db
+            except BaseException:
+                outbox._lock.release()
+                raise
+            return db
 
         def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
             db = self.outbox._db
@@ -414,11 +484,10 @@ class SQLiteOutbox:
                     if db.in_transaction:
                         db.execute("ROLLBACK")
                 finally:
-                    self.outbox._writes += 1
                     self.outbox._lock.release()
 
-    def _write(self) -> SQLiteOutbox._Tx:
-        return SQLiteOutbox._Tx(self)
+    def _write(self, wait: float | None = None) -> SQLiteOutbox._Tx:
+        return SQLiteOutbox._Tx(self, wait)
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -432,7 +501,8 @@ class SQLiteOutbox:
 
     def add(self, rows: Sequence[NewDelivery], now: float) -> list[bool]:
         written = []
-        with self._write() as db:
+        # The emitting thread's write: it waits briefly, then the rows wait in memory.
+        with self._write(self.write_wait) as db:
             for row in rows:
                 lane = (row.target, row.subject)
                 tail = db.execute(
@@ -503,22 +573,30 @@ class SQLiteOutbox:
             is not None
         )
 
+    def _enabled(self, db: sqlite3.Connection, targets: Sequence[str]) -> list[str]:
+        off = {r[0] for r in db.execute("SELECT target FROM targets WHERE disabled_at IS NOT NULL")}
+        return [t for t in targets if t not in off]
+
     def claim(
         self, targets: Sequence[str], owner: str, now: float, lease: float, limit: int
     ) -> Lane | None:
         if not targets:
             return None
         with self._write() as db:
-            found = db.execute(
-                f"SELECT target, subject FROM lanes WHERE next_at <= ? AND claim_until <= ? "
-                f"AND target IN ({self._in(targets)}) AND target NOT IN "
-                "(SELECT target FROM targets WHERE disabled_at IS NOT NULL) "
-                "ORDER BY next_at LIMIT 1",
-                (now, now, *targets),
-            ).fetchone()
+            # One index lookup per target (lanes by target and due time): a target with
+            # a large backlog, disabled or waiting, costs nothing to skip.
+            found = None
+            for target in self._enabled(db, targets):
+                lane = db.execute(
+                    "SELECT next_at, subject FROM lanes WHERE target = ? AND next_at <= ? "
+                    "AND claim_until <= ? ORDER BY next_at LIMIT 1",
+                    (target, now, now),
+                ).fetchone()
+                if lane is not None and (found is None or lane[0] < found[0]):
+                    found = (lane[0], target, lane[1])
             if found is None:
                 return None
-            target, subject = found
+            _, target, subject = found
             claim = f"{owner}:{next(_claims)}"
             db.execute(
                 "UPDATE lanes SET claim = ?, claim_until = ? WHERE target = ? AND subject = ?",
@@ -646,23 +724,37 @@ class SQLiteOutbox:
     # -- reading -------------------------------------------------------------------------
 
     def next_due(self, targets: Sequence[str]) -> float | None:
-        if not targets:
-            return None
-        row = self._read(
-            f"SELECT min(max(next_at, claim_until)) FROM lanes WHERE target IN "
-            f"({self._in(targets)})",
-            targets,
-        )
-        return None if row[0][0] is None else float(row[0][0])
+        due = None
+        with self._lock:
+            for target in self._enabled(self._db, targets):
+                row = self._db.execute(
+                    "SELECT next_at FROM lanes WHERE target = ? AND claim_until <= ? "
+                    "ORDER BY next_at LIMIT 1",
+                    (target, time.time()),
+                ).fetchone()
+                if row is not None and (due is None or row[0] < due):
+                    due = float(row[0])
+        return due
 
     def pending(self, targets: Sequence[str]) -> int:
-        if not targets:
-            return 0
-        row = self._read(
-            f"SELECT count(*) FROM deliveries WHERE dead = 0 AND target IN ({self._in(targets)})",
-            targets,
-        )
-        return int(row[0][0])
+        with self._lock:
+            enabled = self._enabled(self._db, targets)
+            if not enabled:
+                return 0
+            row = self._db.execute(
+                f"SELECT count(*) FROM deliveries WHERE dead = 0 AND target IN "
+                f"({self._in(enabled)})",
+                enabled,
+            ).fetchone()
+        return int(row[0])
+
+    def disabled(self) -> dict[str, str]:
+        return {
+            target: reason or ""
+            for target, reason in self._read(
+                "SELECT target, disabled_reason FROM targets WHERE disabled_at IS NOT NULL"
+            )
+        }
 
     def stats(self) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
@@ -781,10 +873,32 @@ class SQLiteOutbox:
             )
 
     def maintain(self) -> None:
-        if self._writes >= 100:
-            self._writes = 0
-            with self._lock:
-                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        """Checkpoint the WAL into the database once a second, or at once when it has
+        grown past a few MB (a backlog of big events), on a connection of its own so that
+        writers do not wait for it."""
+        now = time.monotonic()
+        try:
+            wal = os.path.getsize(f"{self.path}-wal")
+        except OSError:
+            wal = 0
+        if wal < _WAL_CHECKPOINT_SIZE and now < self._next_checkpoint:
+            return
+        if not self._maintaining.acquire(blocking=False):
+            return
+        try:
+            self._next_checkpoint = now + 1.0
+            db = sqlite3.connect(str(self.path), timeout=0, isolation_level=None)
+            try:
+                db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
+                # TRUNCATE also cuts the file back, when no write is in progress
+                mode = "TRUNCATE" if wal >= _WAL_SIZE_LIMIT else "PASSIVE"
+                db.execute(f"PRAGMA wal_checkpoint({mode})")
+            except sqlite3.OperationalError:
+                pass  # busy: the next turn
+            finally:
+                db.close()
+        finally:
+            self._maintaining.release()
 
     def close(self) -> None:
         with self._lock:
@@ -990,19 +1104,26 @@ class MemoryOutbox:
                     lane.next_at = min(lane.next_at, now)
 
     def next_due(self, targets: Sequence[str]) -> float | None:
+        now = time.time()
         with self._lock:
             times = [
-                max(lane.next_at, lane.claim_until)
+                lane.next_at
                 for (target, _), lane in self._lanes.items()
-                if target in targets
+                if target in targets and target not in self._disabled and lane.claim_until <= now
             ]
         return min(times) if times else None
 
     def pending(self, targets: Sequence[str]) -> int:
         with self._lock:
             return sum(
-                len(lane.rows) for (target, _), lane in self._lanes.items() if target in targets
+                len(lane.rows)
+                for (target, _), lane in self._lanes.items()
+                if target in targets and target not in self._disabled
             )
+
+    def disabled(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._disabled)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
@@ -1134,8 +1255,10 @@ class DurableAdapter(Adapter):
     :param poll_interval: how often idle workers look for rows written by other
         processes (rows of this process wake them at once).
     :param max_unwritten: while the outbox cannot be written (a full disk), up to this
-        many rows wait in memory and are written when it can be again; beyond that,
-        rows are dropped and counted.
+        many rows wait in memory and are written when it can be again (a newer progress
+        replacing a waiting one of its task); beyond that, progress is dropped first,
+        then what does not fit, logged and counted as ``unwritten_dropped``.
+    :param max_unwritten_bytes: the same bound in bytes of bodies.
     """
 
     def __init__(
@@ -1150,6 +1273,7 @@ class DurableAdapter(Adapter):
         progress_interval: float = 5.0,
         poll_interval: float = 1.0,
         max_unwritten: int = 100_000,
+        max_unwritten_bytes: int = 64 * 1024 * 1024,
         types: Iterable[str] | None = None,
         subjects: Iterable[str] | None = None,
     ) -> None:
@@ -1169,11 +1293,14 @@ class DurableAdapter(Adapter):
         self.progress_interval = number(progress_interval, "progress_interval")
         self.poll_interval = number(poll_interval, "poll_interval", above=0)
         self.max_unwritten = positive_int(max_unwritten, "max_unwritten")
+        self.max_unwritten_bytes = positive_int(max_unwritten_bytes, "max_unwritten_bytes")
         self.outbox: Outbox = open_outbox(outbox)
         self.write_errors = ErrorReporter(f"adapter {type(self).__name__}: outbox write")
         self._owner = f"{os.getpid()}-{random.getrandbits(32):08x}"
         self._cond = threading.Condition(threading.Lock())
         self._unwritten: deque[NewDelivery] = deque()
+        self._unwritten_bytes = 0
+        self._disabled: set[str] = set()
         self._drain = threading.Lock()
         self._in_flight: dict[str, int] = {}
         self._flushing = 0
@@ -1199,6 +1326,7 @@ class DurableAdapter(Adapter):
             raise ValidationError("targets", "a list of target names", targets)
         self._targets: tuple[str, ...] = tuple(targets)
         self._hold_for = self.lease
+        self._next_housekeeping = 0.0
 
     # -- what a subclass says --------------------------------------------------------
 
@@ -1299,19 +1427,60 @@ class DurableAdapter(Adapter):
                 self._cond.notify()
 
     def _hold(self, rows: list[NewDelivery]) -> None:
+        """Keep rows in memory while the outbox cannot be written: a newer progress
+        replaces a waiting one of the same task (as in the outbox), and when full,
+        progress makes room for lifecycle rows."""
+        dropped = 0
         with self._cond:
-            room = self.max_unwritten - len(self._unwritten)
-            self._unwritten.extend(rows[: max(room, 0)])
-            if len(rows) > room:
-                self._counts["unwritten_dropped"] += len(rows) - max(room, 0)
-                logger.error(
-                    "%s: the outbox cannot be written and %d rows already wait in memory; "
-                    "dropping %d",
-                    type(self).__name__,
-                    self.max_unwritten,
-                    len(rows) - max(room, 0),
-                )
+            held = self._unwritten
+            for row in rows:
+                if row.replaceable and self._replace_held(row):
+                    continue
+                while (
+                    len(held) >= self.max_unwritten
+                    or self._unwritten_bytes + len(row.body) > self.max_unwritten_bytes
+                ):
+                    victim = None if row.replaceable else self._oldest_progress()
+                    if victim is None:
+                        dropped += 1  # no room, and nothing less important to make room
+                        break
+                    del held[victim]
+                    dropped += 1
+                else:
+                    held.append(row)
+                    self._unwritten_bytes += len(row.body)
+            self._counts["unwritten_dropped"] += dropped
             self._cond.notify()
+        if dropped:
+            logger.error(
+                "%s: the outbox cannot be written and memory holds all it may (%d rows, "
+                "%d bytes); dropped %d (progress first)",
+                type(self).__name__,
+                self.max_unwritten,
+                self.max_unwritten_bytes,
+                dropped,
+            )
+
+    def _replace_held(self, row: NewDelivery) -> bool:
+        """Put ``row`` in the place of the held progress of its task, if that is the last
+        held row of its target and subject."""
+        held = self._unwritten
+        for i in range(len(held) - 1, max(len(held) - 256, 0) - 1, -1):
+            other = held[i]
+            if other.target == row.target and other.subject == row.subject:
+                if other.replaceable and other.task_id == row.task_id:
+                    self._unwritten_bytes += len(row.body) - len(other.body)
+                    held[i] = row
+                    return True
+                return False
+        return False
+
+    def _oldest_progress(self) -> int | None:
+        for i, row in enumerate(self._unwritten):
+            if row.replaceable:
+                self._unwritten_bytes -= len(row.body)
+                return i
+        return None
 
     def _write_held(self) -> None:
         if not self._drain.acquire(blocking=False):
@@ -1335,7 +1504,7 @@ class DurableAdapter(Adapter):
             self._note_written(batch, written)
             with self._cond:
                 for _ in batch:
-                    self._unwritten.popleft()
+                    self._unwritten_bytes -= len(self._unwritten.popleft().body)
                 self._counts["written"] += written.count(True)
                 self._counts["coalesced"] += written.count(False)
 
@@ -1375,16 +1544,30 @@ class DurableAdapter(Adapter):
         limit = max(1, self.workers - 1)
         return [t for t, n in self._in_flight.items() if n >= limit]
 
+    def _housekeeping(self) -> None:
+        """Every 0.2 s, in whichever worker comes first: let the outbox checkpoint (it
+        says when it has to) and learn which targets are disabled (by any process)."""
+        now = time.monotonic()
+        if now < self._next_housekeeping:
+            return
+        self._next_housekeeping = now + 0.2
+        try:
+            self.outbox.maintain()
+            self._disabled = set(self.outbox.disabled()).intersection(self._targets)
+        except Exception as exc:
+            self.errors.report(exc, "to maintain the outbox", traceback=False)
+
     def _work(self) -> None:
-        last_maintenance = time.monotonic()
         while True:
             with self._cond:
                 if self._closing:
                     return
                 busy = self._busy_targets()
+            self._housekeeping()
             if self._unwritten:
                 self._write_held()
-            targets = [t for t in self._targets if t not in busy]
+            disabled = self._disabled
+            targets = [t for t in self._targets if t not in busy and t not in disabled]
             now = time.time()
             try:
                 lane = self.outbox.claim(targets, self._owner, now, self._hold_for, 100)
@@ -1395,12 +1578,6 @@ class DurableAdapter(Adapter):
                 continue
             if lane is None:
                 self._idle(targets)
-                if time.monotonic() - last_maintenance > 1.0:
-                    last_maintenance = time.monotonic()
-                    try:
-                        self.outbox.maintain()
-                    except Exception as exc:
-                        self.errors.report(exc, "to maintain the outbox", traceback=False)
                 continue
             with self._cond:
                 self._in_flight[lane.target] = self._in_flight.get(lane.target, 0) + 1
@@ -1439,7 +1616,7 @@ class DurableAdapter(Adapter):
         renewed = time.time()
         try:
             for delivery in lane.rows:
-                if self._closing:
+                if self._closing or lane.target in self._disabled:
                     return
                 now = time.time()
                 if now - renewed > self.lease / 3:
@@ -1486,6 +1663,8 @@ class DurableAdapter(Adapter):
         self.outbox.failed(
             lane, delivery, attempt, retry_at=None, dead_reason=reason, disable=disable
         )
+        if disable is not None:
+            self._disabled = {*self._disabled, lane.target}  # the other workers stop too
         self._count("dead")
         logger.warning(
             "%s: event %s (%s for %r) to %s is a dead letter: %s",
@@ -1538,8 +1717,8 @@ class DurableAdapter(Adapter):
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until nothing of this adapter's targets is pending or in flight
         (rate-limited progress goes at once; rows waiting for a retry keep their time,
-        so this can take as long as the retry schedule). True once done, False on
-        timeout."""
+        so this can take as long as the retry schedule; the rows of a disabled target
+        are not waited for). True once done, False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._started:
             self._start()
@@ -1578,25 +1757,33 @@ class DurableAdapter(Adapter):
         with self._cond:
             if self._closing:
                 return
+        # One deadline for all of it: flushing, then the workers' current sends.
+        deadline = time.monotonic() + max(timeout, 0.1)
         if self._started and timeout > 0:
             self.flush(timeout)
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         for thread in self._threads:
-            thread.join(max(timeout, 0.5))
+            thread.join(max(deadline - time.monotonic(), 0.0))
         hung = [t for t in self._threads if t.is_alive()]
         left = 0
         with contextlib.suppress(Exception):
             left = self.outbox.pending(self._targets)
-        if left or self._unwritten:
+        if left:
             logger.info(
-                "%s closed with %d row%s still in the outbox%s; they are delivered when an "
+                "%s closed with %d row%s still in the outbox; they are delivered when an "
                 "adapter opens it again",
                 type(self).__name__,
                 left,
                 "" if left == 1 else "s",
-                f" and {len(self._unwritten)} never written (lost)" if self._unwritten else "",
+            )
+        if self._unwritten:
+            logger.warning(
+                "%s closed with %d row%s that the outbox could not take: lost",
+                type(self).__name__,
+                len(self._unwritten),
+                "" if len(self._unwritten) == 1 else "s",
             )
         if not hung:
             try:

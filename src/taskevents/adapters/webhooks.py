@@ -35,7 +35,7 @@ from taskevents import webhooks as _signing
 from taskevents._checks import number, positive_int
 from taskevents._optional import require
 from taskevents._reporting import safe_message
-from taskevents._urls import describe_url
+from taskevents._urls import describe_url, printable
 from taskevents.events import TASK_PROGRESS, TaskEvent
 from taskevents.exceptions import ValidationError
 
@@ -45,7 +45,7 @@ from .outbox import DEFAULT_RETRY_SCHEDULE, Delivery, DurableAdapter, Outbox, Ou
 urllib3 = require("urllib3", extra="webhooks", needed_by="WebhookAdapter")
 
 # after the check above: the guard imports urllib3 itself
-from ._netguard import AddressPolicy, AddressRefused, pool_manager  # noqa: E402
+from ._netguard import AddressPolicy, AddressRefused, deadline, pool_manager  # noqa: E402
 
 __all__ = ["Endpoint", "WebhookAdapter"]
 
@@ -95,9 +95,14 @@ class Endpoint:
     ) -> None:
         if not isinstance(url, str) or not url:
             raise ValidationError("url", "an http:// or https:// URL", url)
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            raise ValidationError("url", "a well-formed URL", describe_url(url)) from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValidationError("url", "an http:// or https:// URL with a host", url)
+            raise ValidationError(
+                "url", "an http:// or https:// URL with a host", describe_url(url)
+            )
         self.url = url
         secrets = [secret] if isinstance(secret, str) else secret
         if not isinstance(secrets, Sequence) or not secrets:
@@ -289,11 +294,22 @@ class WebhookAdapter(DurableAdapter):
             return Outcome("dead", error=f"cannot be signed: {exc}")
         headers["content-type"] = _CONTENT_TYPES[endpoint.format]
         headers["user-agent"] = self.user_agent
+        # The endpoint's timeout bounds the whole attempt, not each read: a server that
+        # trickles its answer is cut off as one that does not answer.
+        with deadline(endpoint.timeout) as watch:
+            try:
+                return self._post(endpoint, delivery.body, headers)
+            except urllib3.exceptions.HTTPError as exc:
+                if watch[2]:
+                    return Outcome("retry", error=f"no whole answer within {endpoint.timeout:g}s")
+                return Outcome("retry", error=_describe_http_error(exc))
+
+    def _post(self, endpoint: Endpoint, body: bytes, headers: dict[str, str]) -> Outcome:
         try:
             response = self._pool.request(
                 "POST",
                 endpoint.url,
-                body=delivery.body,
+                body=body,
                 headers=headers,
                 redirect=False,
                 retries=False,
@@ -301,18 +317,18 @@ class WebhookAdapter(DurableAdapter):
                 preload_content=False,
             )
         except AddressRefused as exc:
-            return Outcome("dead", error=f"address refused: {exc}")
+            return Outcome("dead", error=f"address refused: {printable(str(exc))}")
         except urllib3.exceptions.NewConnectionError as exc:  # (a ConnectTimeoutError too)
             return Outcome("retry", error=_describe_http_error(exc))
         except urllib3.exceptions.TimeoutError:
             return Outcome("retry", error=f"no answer within {endpoint.timeout:g}s")
-        except urllib3.exceptions.HTTPError as exc:
-            return Outcome("retry", error=_describe_http_error(exc))
         try:
             status = response.status
             if 200 <= status < 300:
                 return Outcome.delivered(status)
             text = self._read_some(response)
+            if status < 200:  # an interim status as the answer: the exchange went wrong
+                return Outcome("retry", status, f"an interim status ({status}) as the answer")
             if 300 <= status < 400:
                 location = response.headers.get("location", "")
                 where = f" to {describe_url(location)}" if location else ""
@@ -344,7 +360,12 @@ class WebhookAdapter(DurableAdapter):
         # than read a big one.
         try:
             length = response.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) <= 65536:
+            if (
+                length is not None
+                and length.isascii()
+                and length.isdigit()
+                and int(length) <= 65536
+            ):
                 response.drain_conn()
                 response.release_conn()
             else:
@@ -369,7 +390,7 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit() and len(value) < 10:
+    if value.isascii() and value.isdigit() and len(value) < 10:
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
