@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -68,12 +70,22 @@ def _open_outbox(path: str) -> Any:
     return SQLiteOutbox(path, create=False)  # never creates or converts a file
 
 
+def _missing_ids(ids: list[int], found: int) -> str:
+    return (
+        f"{len(ids) - found} of the IDs given are no dead letter of this outbox (an ID is "
+        "the first column of `taskevents webhooks dead`)"
+    )
+
+
 def _row_id(text: str) -> int:
     """A whole number from 1 to 2**63 - 1 (what SQLite can hold), for argparse."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a dead letter's number (the first column of `taskevents webhooks "
+            f"dead`), got {text!r}"
+        ) from None
     if not 1 <= value < 2**63:
         raise argparse.ArgumentTypeError(f"expected a number from 1 to 2**63-1, got {text}")
     return value
@@ -116,7 +128,7 @@ def _webhooks_action(outbox: Any, args: argparse.Namespace) -> int:
             print(json.dumps(stats, indent=2, sort_keys=True))
             return 0
         if not stats:
-            print("the outbox is empty: no endpoint has had an event yet")
+            print("nothing pending, retrying or dead, and nothing delivered yet")
             return 0
         width = max(len(t) for t in stats)
         print(f"{'endpoint':<{width}}  pending  retrying  dead  delivered  state")
@@ -126,6 +138,8 @@ def _webhooks_action(outbox: Any, args: argparse.Namespace) -> int:
                 f"{target:<{width}}  {s['pending']:>7}  {s['retrying']:>8}  "
                 f"{s['dead']:>4}  {s['delivered']:>9}  {state}"
             )
+            if s.get("last_error"):
+                print(f"{'':<{width}}  retrying after: {printable(s['last_error'])}")
         return 0
     if args.action == "dead":
         letters = outbox.dead_letters(limit=args.limit, ids=ids)
@@ -173,18 +187,34 @@ def _webhooks_action(outbox: Any, args: argparse.Namespace) -> int:
     if args.action == "retry":
         count = outbox.retry_dead(ids, time.time())
         print(f"{count} dead letter{'' if count == 1 else 's'} queued again")
-        return 0 if count or not ids else 1
+        if ids and count < len(ids):
+            print(_missing_ids(ids, count), file=sys.stderr)
+            return 1
+        return 0
     if args.action == "purge":
         count = outbox.purge_dead(ids)
         print(f"{count} dead letter{'' if count == 1 else 's'} deleted")
-        return 0 if count or not ids else 1
+        if ids and count < len(ids):
+            print(_missing_ids(ids, count), file=sys.stderr)
+            return 1
+        return 0
     if args.action == "enable":
         if not args.url:
             print("taskevents webhooks enable: give the endpoint's URL", file=sys.stderr)
             return 2
         done = outbox.enable(args.url)
-        print(f"{show(args.url)} {'enabled' if done else 'was not disabled'}")
-        return 0 if done else 1
+        if done:
+            print(f"{show(args.url)} enabled")
+            return 0
+        known = args.url in outbox.stats()
+        print(
+            f"{show(args.url)} was not disabled"
+            if known
+            else f"no endpoint {show(args.url)} in this outbox (status --full-urls lists "
+            "them, whole)",
+            file=sys.stderr,
+        )
+        return 1
     return 2  # pragma: no cover - argparse rejects unknown actions
 
 
@@ -249,7 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.command == "webhooks":
-        return _webhooks(args)
+        try:
+            code = _webhooks(args)
+            sys.stdout.flush()  # here, where a closed pipe is caught
+            return code
+        except BrokenPipeError:  # | head: the reader has what it wanted
+            with contextlib.suppress(OSError):
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - flushed at exit
+            return 0
     if args.command == "demo":
         if args.async_mode == "gevent":
             from gevent import monkey

@@ -25,6 +25,7 @@ from tests.support.socketio import wait_until
 FAST = (0.0, 0.05, 0.05, 0.05)  # retry schedule: four attempts, 50 ms apart
 
 Make = Callable[..., WebhookAdapter]
+SECRET = generate_secret()
 
 
 @pytest.fixture
@@ -476,7 +477,8 @@ def test_load_adapter_and_mappings_build_the_same_adapter(tmp_path: Path) -> Non
         ([{"url": "https://x.example/"}], "endpoints[0]"),
         ([{"url": "ftp://x.example/", "secret": "whsec_AAAA"}], "endpoints[0].url"),
         ([{"url": "https://x.example/", "secret": "plain"}], "endpoints[0].secret"),
-        ([{"url": "https://x.example/", "secret": "whsec_AAAA", "format": "xml"}], "format"),
+        ([{"url": "https://x.example/", "secret": SECRET, "format": "xml"}], "format"),
+        ([{"url": "https://x.example/", "secret": "whsec_AAAA"}], "endpoints[0].secret"),
     ],
 )
 def test_bad_configuration_names_the_field(endpoints: Any, field: str, tmp_path: Path) -> None:
@@ -484,6 +486,7 @@ def test_bad_configuration_names_the_field(endpoints: Any, field: str, tmp_path:
         WebhookAdapter(endpoints, outbox=tmp_path / "o.sqlite3")
     assert field in str(caught.value)
     assert "whsec_AAAA" not in str(caught.value)
+    assert SECRET not in str(caught.value)
 
 
 def test_an_unusable_outbox_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -511,3 +514,50 @@ def test_bodies_are_compact_json(receiver: Receiver, make: Make) -> None:
     body = receiver.requests[0].body
     assert b", " not in body
     assert json.loads(body)["data"]["data"]["note"] == "héllo"
+
+
+def test_a_short_secret_is_refused() -> None:
+    with pytest.raises(ValidationError, match="at least 24 random bytes"):
+        Endpoint("https://hooks.example.com/x", "whsec_aGVsbG8=")
+
+
+def test_the_outbox_file_is_for_its_owner_only_and_a_missing_directory_is_named(
+    tmp_path: Path,
+) -> None:
+    from taskevents.adapters.outbox import OutboxError
+
+    path = tmp_path / "o.sqlite3"
+    SQLiteOutbox(path).close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(OutboxError, match=r"directory .*nowhere.* does not exist"):
+        SQLiteOutbox(tmp_path / "nowhere" / "o.sqlite3")
+
+
+def test_a_failing_endpoint_is_not_silent(
+    receiver: Receiver, make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver.default = Reply(503, b"maintenance")
+    emitter = Emitter()
+    adapter = make(
+        Endpoint(receiver.url + "/hook", generate_secret()), retry_schedule=(0, 30)
+    ).connect(emitter)
+    emitter.started("aws01", "change_ip")
+    emitter.started("aws02", "change_ip")
+    receiver.wait_for(2)
+    wait_until(lambda: adapter.stats["retrying"] == 2)
+    warnings = [r.getMessage() for r in caplog.records if "failed (attempt 1)" in r.getMessage()]
+    assert len(warnings) == 1  # one per target and minute, not one per row
+    assert "HTTP 503" in warnings[0]
+    assert "/hook" not in warnings[0]  # the path may hold a token
+    endpoint = adapter.stats["endpoints"][receiver.url + "/hook"]
+    assert endpoint["last_error"] == "HTTP 503"
+
+
+def test_after_close_stats_still_answer_and_an_unconnected_adapter_says_so(
+    make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    adapter = make(Endpoint("https://hooks.example.com/x", generate_secret()))
+    adapter.close()
+    assert adapter.stats["closed"] is True
+    assert adapter.stats["delivered"] == 0
+    assert any("without ever being connected" in r.getMessage() for r in caplog.records)

@@ -143,3 +143,46 @@ def test_usage_errors(tmp_path: Path) -> None:
         assert result.returncode == 2
         assert "IDs, or --all" in result.stderr or "--all" in result.stderr
     assert cli("retry", "99", "--outbox", str(outbox)).returncode == 1
+
+
+def test_unknown_ids_and_endpoints_are_said_plainly(tmp_path: Path) -> None:
+    outbox = tmp_path / "o.sqlite3"
+    WebhookAdapter(
+        Endpoint("https://hooks.example.com/x", generate_secret()), outbox=outbox
+    ).close()
+    purge = cli("purge", "99", "--outbox", str(outbox))
+    assert purge.returncode == 1
+    assert "no dead letter of this outbox" in purge.stderr
+    assert "first column" in purge.stderr
+    enable = cli("enable", "--url", "https://elsewhere.example.com/y", "--outbox", str(outbox))
+    assert enable.returncode == 1
+    assert "no endpoint https://elsewhere.example.com/... in this outbox" in enable.stderr
+    word = cli("retry", "62b92def9c5a4279-1", "--outbox", str(outbox))
+    assert word.returncode == 2
+    assert "first column" in word.stderr
+
+
+def test_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
+    outbox = tmp_path / "o.sqlite3"
+    WebhookAdapter(
+        Endpoint("https://hooks.example.com/x", generate_secret()), outbox=outbox
+    ).close()
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "taskevents",
+            "webhooks",
+            "status",
+            "--json",
+            "--outbox",
+            str(outbox),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None
+    reader.stdout.close()  # as `| head -0` does
+    _, err = reader.communicate(timeout=60)
+    assert err == b""
+    assert reader.returncode == 0

@@ -249,7 +249,8 @@ class Outbox(Protocol):
         """The disabled targets, with the reason of each."""
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Per target: pending, retrying, dead, delivered, disabled (a reason or None)."""
+        """Per target: pending, retrying, dead, delivered, disabled (a reason or None),
+        and while rows are retried, ``last_error``."""
 
     def dead_letters(self, limit: int = 100, ids: Sequence[int] | None = None) -> list[DeadLetter]:
         """The dead letters, oldest first."""
@@ -370,6 +371,12 @@ class SQLiteOutbox:
         self._maintaining = threading.Lock()
         self._next_checkpoint = 0.0
         self._waits = self.busy_timeout  # the busy timeout set on the connection now
+        if create and not self.path.parent.is_dir():
+            raise OutboxError(
+                f"cannot open the outbox {str(self.path)!r}: the directory "
+                f"{str(self.path.parent)!r} does not exist"
+            )
+        new = create and not self.path.exists()
         try:
             if create:
                 self._db = sqlite3.connect(
@@ -388,6 +395,11 @@ class SQLiteOutbox:
                 )
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open the outbox {str(self.path)!r}: {exc}") from exc
+        if new:
+            # It holds every event's body: for this user only (the WAL and shared-memory
+            # files SQLite makes next to it take the same mode).
+            with contextlib.suppress(OSError):
+                os.chmod(self.path, 0o600)
         try:
             self._check_or_create(create)
             if create:
@@ -782,6 +794,14 @@ class SQLiteOutbox:
             slot = entry(target)
             slot["delivered"] = delivered
             slot["disabled"] = reason
+        for target, slot in found.items():
+            if slot["retrying"]:
+                row = self._read(
+                    "SELECT reason FROM deliveries WHERE target = ? AND dead = 0 "
+                    "AND attempts > 0 ORDER BY id DESC LIMIT 1",
+                    (target,),
+                )
+                slot["last_error"] = row[0][0] if row else None
         return found
 
     def dead_letters(self, limit: int = 100, ids: Sequence[int] | None = None) -> list[DeadLetter]:
@@ -1138,7 +1158,10 @@ class MemoryOutbox:
             for (target, _), lane in self._lanes.items():
                 slot = entry(target)
                 slot["pending"] += len(lane.rows)
-                slot["retrying"] += sum(1 for r in lane.rows if r.delivery.attempts)
+                for row in lane.rows:
+                    if row.delivery.attempts:
+                        slot["retrying"] += 1
+                        slot["last_error"] = row.attempts[-1].error if row.attempts else None
             for row in self._dead.values():
                 entry(row.delivery.target)["dead"] += 1
             for target, count in self._delivered.items():
@@ -1327,6 +1350,8 @@ class DurableAdapter(Adapter):
         self._targets: tuple[str, ...] = tuple(targets)
         self._hold_for = self.lease
         self._next_housekeeping = 0.0
+        self._closed = False
+        self._failure_logged: dict[str, float] = {}
 
     # -- what a subclass says --------------------------------------------------------
 
@@ -1654,6 +1679,7 @@ class DurableAdapter(Adapter):
                 wait = max(wait, min(outcome.retry_after, MAX_RETRY_AFTER))
             self.outbox.failed(lane, delivery, attempt, retry_at=now + wait)
             self._count("retries")
+            self._log_failure(lane.target, made, outcome, wait)
             return False
         if outcome.kind == "retry":
             reason = f"gave up after {made} attempts; the last: {outcome.error}"
@@ -1677,6 +1703,22 @@ class DurableAdapter(Adapter):
         )
         return outcome.kind != "disable"
 
+    def _log_failure(self, target: str, attempt: int, outcome: Outcome, wait: float) -> None:
+        """A warning per target at most every 60 s: a sink that is down is not silent."""
+        now = time.monotonic()
+        if now - self._failure_logged.get(target, -1e9) < 60.0:
+            return
+        self._failure_logged[target] = now
+        logger.warning(
+            "%s: delivery to %s failed (attempt %d): %s; retrying in %.0fs (more failures "
+            "of this target are not logged for a minute)",
+            type(self).__name__,
+            self.label(target),
+            attempt,
+            outcome.error or outcome.kind,
+            wait,
+        )
+
     def _count(self, name: str) -> None:
         with self._cond:
             self._counts[name] += 1
@@ -1691,7 +1733,7 @@ class DurableAdapter(Adapter):
         targets, as the outbox holds them (so across every process sharing it), this
         process's counters (received, written, coalesced, retries, unwritten_dropped,
         errors), and ``endpoints``: per target, the same totals and the last attempt."""
-        per_target = self.outbox.stats()
+        per_target = {} if self._closed else self.outbox.stats()
         endpoints: dict[str, dict[str, Any]] = {}
         totals = dict.fromkeys(("pending", "retrying", "dead", "delivered"), 0)
         for target in self._targets:
@@ -1712,6 +1754,7 @@ class DurableAdapter(Adapter):
         counts["in_flight"] = sum(self._in_flight.values())
         counts["errors"] = self.errors.count + self.write_errors.count
         counts["endpoints"] = endpoints
+        counts["closed"] = self._closed
         return counts
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -1771,7 +1814,7 @@ class DurableAdapter(Adapter):
         with contextlib.suppress(Exception):
             left = self.outbox.pending(self._targets)
         if left:
-            logger.info(
+            logger.warning(
                 "%s closed with %d row%s still in the outbox; they are delivered when an "
                 "adapter opens it again",
                 type(self).__name__,
@@ -1785,9 +1828,16 @@ class DurableAdapter(Adapter):
                 len(self._unwritten),
                 "" if len(self._unwritten) == 1 else "s",
             )
+        if not self._started:
+            logger.warning(
+                "%s closed without ever being connected: it received no event "
+                "(call .connect() to receive them)",
+                type(self).__name__,
+            )
         if not hung:
             try:
                 self.outbox.close()
             except Exception as exc:
                 self.errors.report(exc, "to close the outbox", traceback=False)
+        self._closed = True
         _live.discard(self)

@@ -57,6 +57,9 @@ _CONTENT_TYPES = {
     "cloudevents": "application/cloudevents+json; charset=utf-8",
 }
 
+#: The shortest signing key an endpoint takes (Standard Webhooks asks for 24 to 64).
+MIN_SECRET_BYTES = 24
+
 #: Statuses retried (besides every 5xx).
 RETRIED_STATUSES = frozenset({408, 429})
 
@@ -106,9 +109,18 @@ class Endpoint:
         self.url = url
         secrets = [secret] if isinstance(secret, str) else secret
         if not isinstance(secrets, Sequence) or not secrets:
-            raise ValidationError("secret", "a secret written whsec_<base64>, or a list", "")
+            raise ValidationError(
+                "secret", "a secret written whsec_<base64>, or a list", type(secret).__name__
+            )
         for i, one in enumerate(secrets):
-            _signing.decode_secret(one, "secret" if len(secrets) == 1 else f"secret[{i}]")
+            field = "secret" if len(secrets) == 1 else f"secret[{i}]"
+            if len(_signing.decode_secret(one, field)) < MIN_SECRET_BYTES:
+                raise ValidationError(
+                    field,
+                    f"a secret of at least {MIN_SECRET_BYTES} random bytes "
+                    "(taskevents.webhooks.generate_secret() makes one)",
+                    "(hidden: too short)",
+                )
         self._secrets = tuple(secrets)
         if format not in FORMATS:
             raise ValidationError("format", " or ".join(repr(f) for f in FORMATS), format)

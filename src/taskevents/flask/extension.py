@@ -24,7 +24,13 @@ from taskevents.adapters.socketio import (
 )
 from taskevents.emitter import Emitter
 from taskevents.events import json_copy
-from taskevents.exceptions import MissingDependency, TaskEventsError, UsageError, ValidationError
+from taskevents.exceptions import (
+    AdapterNotFound,
+    MissingDependency,
+    TaskEventsError,
+    UsageError,
+    ValidationError,
+)
 
 from .api import api_blueprint, json_errors_under
 from .dashboard import dashboard_blueprint
@@ -250,6 +256,11 @@ class TaskEvents:
                     if isinstance(exc, ValidationError):  # an option: say which, whole
                         raise ValidationError(
                             f"TASKEVENTS_ADAPTERS[{name!r}].{exc.field}", exc.expected, exc.got
+                        ) from exc
+                    if not isinstance(exc, (AdapterNotFound, MissingDependency)):
+                        raise TaskEventsError(
+                            f"TASKEVENTS_ADAPTERS[{name!r}]: the adapter could not be "
+                            f"created: {exc}"
                         ) from exc
                     raise ValidationError(
                         f"TASKEVENTS_ADAPTERS[{name!r}]",
