@@ -71,7 +71,9 @@ def test_a_killed_process_s_rows_are_delivered_by_the_next_one(tmp_path: Path) -
         for request in got:
             assert bodies.setdefault(request.id, request.body) == request.body
         duplicates = len(ids) - len(set(ids))
-        assert duplicates <= 4 * 2  # at most what was on its way when killed (4 workers)
+        # at most what was on its way when killed: 4 workers, each with up to 32 rows sent
+        # but not yet marked delivered (marks are batched)
+        assert duplicates <= 4 * 33
         # per subject, first arrivals in emit order
         order = {event_id: n for n, event_id in enumerate(emitted)}
         for subject, arrivals in receiver.by_subject().items():

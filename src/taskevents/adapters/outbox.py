@@ -44,7 +44,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -85,6 +85,10 @@ DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (
     72000.0,
     86400.0,
 )
+
+#: What :meth:`Outbox.add` did with each row: it replaced a waiting progress of the same
+#: task, joined a lane that has rows, or started a lane (the one case to wake a worker for).
+REPLACED, QUEUED, NEW_LANE = 0, 1, 2
 
 #: Longest error text and response body kept per attempt.
 MAX_RECORDED_TEXT = 1000
@@ -202,9 +206,9 @@ class Outbox(Protocol):
     """Where durable rows wait. Every method is one atomic step; the rules are in the
     module docstring. ``now`` is ``time.time()``."""
 
-    def add(self, rows: Sequence[NewDelivery], now: float) -> list[bool]:
-        """Write ``rows`` (in order) before returning. For each row, True if it was
-        written as a new row, False if it replaced a waiting progress."""
+    def add(self, rows: Sequence[NewDelivery], now: float) -> list[int]:
+        """Write ``rows`` (in order) before returning. For each row, :data:`REPLACED`,
+        :data:`QUEUED` or :data:`NEW_LANE`."""
 
     def claim(
         self, targets: Sequence[str], owner: str, now: float, lease: float, limit: int
@@ -216,8 +220,9 @@ class Outbox(Protocol):
         """Extend the claim; False if it was lost (the lease ran out and another
         worker took the lane)."""
 
-    def delivered(self, lane: Lane, delivery: Delivery, now: float) -> None:
-        """Remove a delivered row (kept if a newer progress replaced it meanwhile)."""
+    def delivered(self, lane: Lane, deliveries: Sequence[Delivery], now: float) -> None:
+        """Remove delivered rows (a row is kept if a newer progress replaced it
+        meanwhile)."""
 
     def failed(
         self,
@@ -462,12 +467,17 @@ class SQLiteOutbox:
             outbox = self.outbox
             wait = self.wait
             if wait is None:
-                outbox._lock.acquire()
                 wait = outbox.busy_timeout
+                if not outbox._lock.acquire(timeout=2 * wait + 1):
+                    raise OutboxBusy(
+                        "the outbox's connection is held (by a write that never ended?)"
+                    )
             elif not outbox._lock.acquire(timeout=wait):
                 raise OutboxBusy(f"the outbox was busy for {wait:g}s (another write holds it)")
             db = outbox._db
             try:
+                if db.in_transaction:  # left open by an interrupted write: nobody owns it
+                    db.execute("ROLLBACK")
                 if outbox._waits != wait:
                     db.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
                     outbox._waits = wait
@@ -502,8 +512,21 @@ class SQLiteOutbox:
         return SQLiteOutbox._Tx(self, wait)
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
+        if not self._lock.acquire(timeout=2 * self.busy_timeout + 1):
+            raise OutboxBusy("the outbox's connection is held (by a write that never ended?)")
+        try:
             return self._db.execute(sql, args).fetchall()
+        finally:
+            self._lock.release()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        if not self._lock.acquire(timeout=2 * self.busy_timeout + 1):
+            raise OutboxBusy("the outbox's connection is held (by a write that never ended?)")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     @staticmethod
     def _in(targets: Sequence[object]) -> str:
@@ -511,7 +534,7 @@ class SQLiteOutbox:
 
     # -- writing -------------------------------------------------------------------------
 
-    def add(self, rows: Sequence[NewDelivery], now: float) -> list[bool]:
+    def add(self, rows: Sequence[NewDelivery], now: float) -> list[int]:
         written = []
         # The emitting thread's write: it waits briefly, then the rows wait in memory.
         with self._write(self.write_wait) as db:
@@ -535,9 +558,9 @@ class SQLiteOutbox:
                             "version = version + 1 WHERE id = ?",
                             (row.body, row.event_id, tail_id),
                         )
-                        written.append(False)
+                        written.append(REPLACED)
                         continue
-                if tail is not None and not row.replaceable:
+                if tail is not None and not row.replaceable and tail[2] and tail[4] > now:
                     # What follows a rate-limited progress does not wait for its interval.
                     db.execute(
                         "UPDATE deliveries SET next_at = ? WHERE target = ? AND subject = ? "
@@ -571,7 +594,7 @@ class SQLiteOutbox:
                         "WHERE claim_until <= ?",
                         (*lane, row.not_before, now),
                     )
-                written.append(True)
+                written.append(NEW_LANE if tail is None else QUEUED)
         return written
 
     @staticmethod
@@ -594,6 +617,9 @@ class SQLiteOutbox:
     ) -> Lane | None:
         if not targets:
             return None
+        first = self.next_due(targets)
+        if first is None or first > now:
+            return None  # nothing to claim: no write transaction for it
         with self._write() as db:
             # One index lookup per target (lanes by target and due time): a target with
             # a large backlog, disabled or waiting, costs nothing to skip.
@@ -622,12 +648,12 @@ class SQLiteOutbox:
             if not rows:  # an empty lane left behind: drop it
                 db.execute("DELETE FROM lanes WHERE target = ? AND subject = ?", (target, subject))
                 return None
-        due = []
+        taken: list[Delivery] = []
         for row in rows:
             if row[-1] > now:
                 break
-            due.append(Delivery(*row[:-1]))
-        return Lane(target, subject, due, claim)
+            taken.append(Delivery(*row[:-1]))
+        return Lane(target, subject, taken, claim)
 
     def renew(self, lane: Lane, now: float, lease: float) -> bool:
         with self._write() as db:
@@ -637,21 +663,24 @@ class SQLiteOutbox:
             ).rowcount
         return bool(changed)
 
-    def delivered(self, lane: Lane, delivery: Delivery, now: float) -> None:
+    def delivered(self, lane: Lane, deliveries: Sequence[Delivery], now: float) -> None:
+        if not deliveries:
+            return
         with self._write() as db:
-            gone = db.execute(
-                "DELETE FROM deliveries WHERE id = ? AND version = ?",
-                (delivery.id, delivery.version),
-            ).rowcount
-            if gone:
-                if delivery.attempts:
-                    db.execute("DELETE FROM attempts WHERE delivery_id = ?", (delivery.id,))
-            else:  # replaced by newer progress meanwhile: that one is still to send
-                db.execute("UPDATE deliveries SET attempts = 0 WHERE id = ?", (delivery.id,))
+            for delivery in deliveries:
+                gone = db.execute(
+                    "DELETE FROM deliveries WHERE id = ? AND version = ?",
+                    (delivery.id, delivery.version),
+                ).rowcount
+                if gone:
+                    if delivery.attempts:
+                        db.execute("DELETE FROM attempts WHERE delivery_id = ?", (delivery.id,))
+                else:  # replaced by newer progress meanwhile: that one is still to send
+                    db.execute("UPDATE deliveries SET attempts = 0 WHERE id = ?", (delivery.id,))
             db.execute(
-                "INSERT INTO targets (target, delivered) VALUES (?, 1) ON CONFLICT (target) "
-                "DO UPDATE SET delivered = delivered + 1",
-                (delivery.target,),
+                "INSERT INTO targets (target, delivered) VALUES (?, ?) ON CONFLICT (target) "
+                "DO UPDATE SET delivered = delivered + excluded.delivered",
+                (lane.target, len(deliveries)),
             )
 
     def failed(
@@ -737,7 +766,7 @@ class SQLiteOutbox:
 
     def next_due(self, targets: Sequence[str]) -> float | None:
         due = None
-        with self._lock:
+        with self._locked():
             for target in self._enabled(self._db, targets):
                 row = self._db.execute(
                     "SELECT next_at FROM lanes WHERE target = ? AND claim_until <= ? "
@@ -749,7 +778,7 @@ class SQLiteOutbox:
         return due
 
     def pending(self, targets: Sequence[str]) -> int:
-        with self._lock:
+        with self._locked():
             enabled = self._enabled(self._db, targets)
             if not enabled:
                 return 0
@@ -964,7 +993,7 @@ class MemoryOutbox:
         self._disabled: dict[str, str] = {}
         self._ids = itertools.count(1)
 
-    def add(self, rows: Sequence[NewDelivery], now: float) -> list[bool]:
+    def add(self, rows: Sequence[NewDelivery], now: float) -> list[int]:
         written = []
         with self._lock:
             for new in rows:
@@ -983,9 +1012,9 @@ class MemoryOutbox:
                         ):
                             d.body, d.event_id = new.body, new.event_id
                             d.version += 1
-                            written.append(False)
+                            written.append(REPLACED)
                             continue
-                    else:
+                    elif tail.replaceable and tail.next_at > now:  # a rate-limited progress
                         retrying = any(r.delivery.attempts for r in lane.rows)
                         for r in lane.rows:
                             if r.replaceable and r.delivery.attempts == 0 and r.next_at > now:
@@ -1008,12 +1037,13 @@ class MemoryOutbox:
                     new.replaceable,
                     new.not_before,
                 )
+                started = lane is None or not lane.rows
                 if lane is None:
                     lane = self._lanes[key] = _MemoryLane(deque(), new.not_before)
                 elif not lane.rows and lane.claim is None:
                     lane.next_at = new.not_before
                 lane.rows.append(row)
-                written.append(True)
+                written.append(NEW_LANE if started else QUEUED)
         return written
 
     def claim(
@@ -1060,17 +1090,18 @@ class MemoryOutbox:
             memory.claim_until = now + lease
             return True
 
-    def delivered(self, lane: Lane, delivery: Delivery, now: float) -> None:
+    def delivered(self, lane: Lane, deliveries: Sequence[Delivery], now: float) -> None:
         with self._lock:
-            self._delivered[delivery.target] = self._delivered.get(delivery.target, 0) + 1
-            found = self._row(lane, delivery.id)
-            if found is None:
-                return
-            memory, row = found
-            if row.delivery.version == delivery.version:
-                memory.rows.remove(row)
-            else:
-                row.delivery.attempts = 0
+            for delivery in deliveries:
+                self._delivered[delivery.target] = self._delivered.get(delivery.target, 0) + 1
+                found = self._row(lane, delivery.id)
+                if found is None:
+                    continue
+                memory, row = found
+                if row.delivery.version == delivery.version:
+                    memory.rows.remove(row)
+                else:
+                    row.delivery.attempts = 0
 
     def failed(
         self,
@@ -1416,12 +1447,12 @@ class DurableAdapter(Adapter):
         self._counts["received"] += 1
         self._write(rows, now)
 
-    def _note_written(self, rows: Sequence[NewDelivery], written: Sequence[bool]) -> None:
+    def _note_written(self, rows: Sequence[NewDelivery], written: Sequence[int]) -> None:
         if not self.progress_interval:
             return
         last = self._last_progress
         for row, new in zip(rows, written, strict=False):
-            if new and row.replaceable:
+            if new != REPLACED and row.replaceable:
                 last[(row.target, row.subject)] = row.not_before
         if len(last) > 4096:
             self._forget_old_progress(time.time())
@@ -1444,12 +1475,14 @@ class DurableAdapter(Adapter):
             self._hold(rows)
             return
         self._note_written(rows, written)
-        self._counts["written"] += written.count(True)
-        self._counts["coalesced"] += written.count(False)
-        with self._cond:
-            if not self._wake:
-                self._wake = True
-                self._cond.notify()
+        replaced = written.count(REPLACED)
+        self._counts["written"] += len(written) - replaced
+        self._counts["coalesced"] += replaced
+        if NEW_LANE in written:  # a lane with rows is already some worker's business
+            with self._cond:
+                if not self._wake:
+                    self._wake = True
+                    self._cond.notify()
 
     def _hold(self, rows: list[NewDelivery]) -> None:
         """Keep rows in memory while the outbox cannot be written: a newer progress
@@ -1530,8 +1563,9 @@ class DurableAdapter(Adapter):
             with self._cond:
                 for _ in batch:
                     self._unwritten_bytes -= len(self._unwritten.popleft().body)
-                self._counts["written"] += written.count(True)
-                self._counts["coalesced"] += written.count(False)
+                replaced = written.count(REPLACED)
+                self._counts["written"] += len(written) - replaced
+                self._counts["coalesced"] += replaced
 
     # -- workers ---------------------------------------------------------------------
 
@@ -1553,6 +1587,11 @@ class DurableAdapter(Adapter):
                     daemon=True,
                 )
                 self._threads.append(thread)
+            self._threads.append(
+                threading.Thread(
+                    target=self._keep, name=f"taskevents-{type(self).__name__}-keeper", daemon=True
+                )
+            )
         for thread in self._threads:
             thread.start()
         _live.add(self)
@@ -1582,13 +1621,24 @@ class DurableAdapter(Adapter):
         except Exception as exc:
             self.errors.report(exc, "to maintain the outbox", traceback=False)
 
+    def _keep(self) -> None:
+        """Housekeeping on a thread of its own: it must not wait for a worker to be free
+        (all of them may be waiting for a slow endpoint)."""
+        while True:
+            with self._cond:
+                if self._closing:
+                    return
+                self._cond.wait(0.2)
+                if self._closing:
+                    return
+            self._housekeeping()
+
     def _work(self) -> None:
         while True:
             with self._cond:
                 if self._closing:
                     return
                 busy = self._busy_targets()
-            self._housekeeping()
             if self._unwritten:
                 self._write_held()
             disabled = self._disabled
@@ -1639,6 +1689,10 @@ class DurableAdapter(Adapter):
         outbox = self.outbox
         hold = self._hold_for
         renewed = time.time()
+        # Delivered rows are marked in batches (one transaction for up to 32, or 50 ms):
+        # a crash before the mark sends them again, which at-least-once allows.
+        done: list[Delivery] = []
+        marked = time.monotonic()
         try:
             for delivery in lane.rows:
                 if self._closing or lane.target in self._disabled:
@@ -1646,7 +1700,8 @@ class DurableAdapter(Adapter):
                 now = time.time()
                 if now - renewed > self.lease / 3:
                     if not outbox.renew(lane, now, hold):
-                        return  # another worker took the lane over
+                        done.clear()  # another worker took the lane over (and sends them)
+                        return
                     renewed = now
                 started = time.monotonic()
                 try:
@@ -1654,21 +1709,42 @@ class DurableAdapter(Adapter):
                 except Exception as exc:
                     self.errors.report(exc, f"to send to {self.label(lane.target)}")
                     outcome = Outcome("retry", error=f"{type(exc).__name__}: {safe_message(exc)}")
-                duration = time.monotonic() - started
-                if not self._settle(lane, delivery, outcome, duration):
+                finished = time.monotonic()
+                if outcome.kind == "delivered":
+                    self._note_attempt(lane.target, outcome, finished - started)
+                    done.append(delivery)
+                    if len(done) >= 32 or finished - marked > 0.05:
+                        self._mark_delivered(lane, done)
+                        marked = finished
+                    continue
+                self._mark_delivered(lane, done)
+                if not self._settle(lane, delivery, outcome, finished - started):
                     return
         finally:
-            outbox.release(lane, time.time())
+            try:
+                self._mark_delivered(lane, done)
+            finally:
+                outbox.release(lane, time.time())
+
+    def _mark_delivered(self, lane: Lane, done: list[Delivery]) -> None:
+        if done:
+            self.outbox.delivered(lane, done, time.time())
+            with self._cond:
+                self._counts["delivered"] += len(done)
+            done.clear()
+
+    def _note_attempt(self, target: str, outcome: Outcome, duration: float) -> None:
+        last = self._last.get(target)
+        if last is None:
+            last = self._last[target] = {}
+        last["status"] = outcome.status
+        last["error"] = outcome.error
+        last["duration"] = round(duration, 4)
 
     def _settle(self, lane: Lane, delivery: Delivery, outcome: Outcome, duration: float) -> bool:
         """Record ``outcome``; True if the lane may go on to its next row."""
         now = time.time()
-        last = self._last.setdefault(lane.target, {})
-        last.update(status=outcome.status, error=outcome.error, duration=round(duration, 4))
-        if outcome.kind == "delivered":
-            self.outbox.delivered(lane, delivery, now)
-            self._count("delivered")
-            return True
+        self._note_attempt(lane.target, outcome, duration)
         attempt = Attempt(now, outcome.status, duration, outcome.error, outcome.response)
         made = delivery.attempts + 1
         if outcome.kind == "retry" and made < len(self.retry_schedule):
@@ -1722,8 +1798,6 @@ class DurableAdapter(Adapter):
     def _count(self, name: str) -> None:
         with self._cond:
             self._counts[name] += 1
-            if self._flushing:
-                self._cond.notify_all()
 
     # -- control ---------------------------------------------------------------------
 
@@ -1767,12 +1841,16 @@ class DurableAdapter(Adapter):
             self._start()
         with self._cond:
             self._flushing += 1
+        hurried = False
         try:
             while True:
                 if self._unwritten:
                     self._write_held()
+                    hurried = False
                 try:
-                    self.outbox.hurry(self._targets, time.time())
+                    if not hurried:  # once (a worker's lane may hold the lock a while)
+                        self.outbox.hurry(self._targets, time.time())
+                        hurried = True
                     pending = self.outbox.pending(self._targets)
                 except Exception as exc:
                     self.errors.report(exc, "to read the outbox", traceback=False)

@@ -256,6 +256,7 @@ class WebhookAdapter(DurableAdapter):
         )
         self._by_url = chosen
         self._pool = pool_manager(self.policy, maxsize=self.workers)
+        self._routes: dict[str, tuple[Any, str, Any]] = {}
 
     # -- DurableAdapter ----------------------------------------------------------------
 
@@ -317,16 +318,27 @@ class WebhookAdapter(DurableAdapter):
                 return Outcome("retry", error=_describe_http_error(exc))
 
     def _post(self, endpoint: Endpoint, body: bytes, headers: dict[str, str]) -> Outcome:
+        route = self._routes.get(endpoint.url)
+        if route is None:
+            # The endpoint's pool, path and timeout, worked out once (not per request).
+            parsed = urllib3.util.parse_url(endpoint.url)
+            route = self._routes[endpoint.url] = (
+                self._pool.connection_from_url(endpoint.url),
+                parsed.request_uri,
+                urllib3.Timeout(connect=min(endpoint.timeout, 10.0), read=endpoint.timeout),
+            )
+        pool, path, timeout = route
         try:
-            response = self._pool.request(
+            response = pool.urlopen(
                 "POST",
-                endpoint.url,
+                path,
                 body=body,
                 headers=headers,
                 redirect=False,
                 retries=False,
-                timeout=urllib3.Timeout(connect=min(endpoint.timeout, 10.0), read=endpoint.timeout),
+                timeout=timeout,
                 preload_content=False,
+                assert_same_host=False,
             )
         except AddressRefused as exc:
             return Outcome("dead", error=f"address refused: {printable(str(exc))}")
@@ -371,13 +383,8 @@ class WebhookAdapter(DurableAdapter):
         # Keep the connection when the (small) rest of the body is read; drop it rather
         # than read a big one.
         try:
-            length = response.headers.get("content-length")
-            if (
-                length is not None
-                and length.isascii()
-                and length.isdigit()
-                and int(length) <= 65536
-            ):
+            left = response.length_remaining  # 0 for a 204; None when not said
+            if left is not None and left <= 65536:
                 response.drain_conn()
                 response.release_conn()
             else:
