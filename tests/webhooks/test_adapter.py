@@ -562,3 +562,28 @@ def test_after_close_stats_still_answer_and_an_unconnected_adapter_says_so(
     assert adapter.stats["closed"] is True
     assert adapter.stats["delivered"] == 0
     assert any("without ever being connected" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_these_statuses_are_retried(status: int, receiver: Receiver, make: Make) -> None:
+    receiver.respond("/hook", Reply(status))
+    emitter = Emitter()
+    adapter = make(Endpoint(receiver.url + "/hook", generate_secret())).connect(emitter)
+    started = emitter.started("aws01", "change_ip")
+    assert adapter.flush(10)
+    assert receiver.ids() == [started.id, started.id]
+    assert [r.answered_status for r in receiver.requests] == [status, 204]
+    assert adapter.stats["dead"] == 0
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_these_statuses_make_a_dead_letter_at_once(
+    status: int, receiver: Receiver, make: Make
+) -> None:
+    receiver.respond("/hook", Reply(status))
+    emitter = Emitter()
+    adapter = make(Endpoint(receiver.url + "/hook", generate_secret())).connect(emitter)
+    emitter.started("aws01", "change_ip")
+    assert adapter.flush(10)
+    assert len(receiver.requests) == 1
+    assert adapter.stats["dead"] == 1
