@@ -478,7 +478,7 @@ class _Watchdog:
             self._cond.notify()
         return entry
 
-    def attach(self, connection: HTTPConnection) -> None:
+    def attach(self, connection: Any) -> None:
         entry = self._active.get(threading.get_ident())
         if entry is not None:
             entry[1] = connection
@@ -504,6 +504,12 @@ class _Watchdog:
 
 
 _watchdog = _Watchdog()
+
+
+def attach(connection: Any) -> None:
+    """Note ``connection`` (anything with a ``sock``) as the one this thread's request
+    under :func:`deadline` uses, for connections made without :func:`pool_manager`."""
+    _watchdog.attach(connection)
 
 
 @contextlib.contextmanager

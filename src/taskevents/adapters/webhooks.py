@@ -23,9 +23,15 @@ Standard Webhooks schedule, and keep what cannot be delivered as dead letters fo
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import http.client
 import json
 import os
+import re
+import socket
+import ssl
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -45,7 +51,7 @@ from .outbox import DEFAULT_RETRY_SCHEDULE, Delivery, DurableAdapter, Outbox, Ou
 urllib3 = require("urllib3", extra="webhooks", needed_by="WebhookAdapter")
 
 # after the check above: the guard imports urllib3 itself
-from ._netguard import AddressPolicy, AddressRefused, deadline, pool_manager  # noqa: E402
+from ._netguard import AddressPolicy, AddressRefused, attach, deadline  # noqa: E402
 
 __all__ = ["Endpoint", "WebhookAdapter"]
 
@@ -175,6 +181,61 @@ class Endpoint:
         raise ValidationError(field, "an Endpoint or a mapping with url and secret", value)
 
 
+#: What may stand in a header value or request line that we write: printable ASCII.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
+_NO_SPACES = re.compile(r"[\x21-\x7e]+")
+
+
+class _Route:
+    """How to reach one endpoint, worked out once: where to connect, and the start of
+    every request (request line and fixed headers)."""
+
+    __slots__ = ("head", "host", "port", "tls", "url")
+
+    def __init__(self, url: str, host: str, port: int, tls: bool, head: bytes) -> None:
+        self.url = url
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.head = head
+
+    @classmethod
+    def of(cls, endpoint: Endpoint, parsed: Any, user_agent: str, field: str) -> _Route:
+        host = parsed.host or ""
+        path = parsed.request_uri or "/"
+        authority = host if parsed.port is None else f"{host}:{parsed.port}"
+        if not (_NO_SPACES.fullmatch(path) and _NO_SPACES.fullmatch(authority)):
+            raise ValidationError(
+                field,
+                "a URL whose host and path are ASCII, without spaces or control characters "
+                "(percent-encode the rest)",
+                describe_url(endpoint.url),
+            )
+        tls = parsed.scheme == "https"
+        head = (
+            f"POST {path} HTTP/1.1\r\n"
+            f"Host: {authority}\r\n"
+            f"User-Agent: {user_agent}\r\n"
+            f"Content-Type: {_CONTENT_TYPES[endpoint.format]}\r\n"
+            "Accept-Encoding: identity\r\n"
+        ).encode("ascii")
+        return cls(endpoint.url, host, parsed.port or (443 if tls else 80), tls, head)
+
+
+class _Connection:
+    """A kept-alive connection to an endpoint (the watchdog shuts ``sock`` when a
+    request outlives its deadline)."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
 class WebhookAdapter(DurableAdapter):
     """POSTs events to :class:`Endpoint` s, signed (Standard Webhooks v1), at least once.
 
@@ -189,6 +250,8 @@ class WebhookAdapter(DurableAdapter):
     :param https_only: refuse ``http://`` endpoints.
     :param max_response_bytes: how much of a failed response's body is kept.
     :param user_agent: the ``User-Agent`` header.
+    :param ssl_context: for ``https://`` endpoints (default: the system's trusted
+        certificates, host names checked).
 
     The other options (``workers``, ``retry_schedule``, ``jitter``, ``lease``,
     ``progress_interval``, ``poll_interval``, ``max_unwritten``, ``types``,
@@ -217,6 +280,7 @@ class WebhookAdapter(DurableAdapter):
         max_unwritten: int = 100_000,
         max_response_bytes: int = 1024,
         user_agent: str = "taskevents-webhooks/1",
+        ssl_context: ssl.SSLContext | None = None,
         types: Iterable[str] | None = None,
         subjects: Iterable[str] | None = None,
     ) -> None:
@@ -230,16 +294,22 @@ class WebhookAdapter(DurableAdapter):
             raise ValidationError("https_only", "True or False", https_only)
         self.policy = AddressPolicy(allow_hosts, https_only=https_only)
         chosen: dict[str, Endpoint] = {}
+        if not isinstance(user_agent, str) or not _HEADER_VALUE.fullmatch(user_agent):
+            raise ValidationError("user_agent", "printable ASCII", user_agent)
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise ValidationError("ssl_context", "an ssl.SSLContext", ssl_context)
+        self._routes: dict[str, _Route] = {}
         for i, raw in enumerate(endpoints):
             endpoint = Endpoint.coerce(raw, f"endpoints[{i}]")
-            self.policy.check_url(endpoint.url, f"endpoints[{i}].url")
+            parsed = self.policy.check_url(endpoint.url, f"endpoints[{i}].url")
             if endpoint.url in chosen:
                 raise ValidationError(f"endpoints[{i}].url", "a URL no other endpoint has", "")
             chosen[endpoint.url] = endpoint
+            self._routes[endpoint.url] = _Route.of(
+                endpoint, parsed, user_agent, f"endpoints[{i}].url"
+            )
         self.endpoints: tuple[Endpoint, ...] = tuple(chosen.values())
         self.max_response_bytes = positive_int(max_response_bytes, "max_response_bytes")
-        if not isinstance(user_agent, str) or not user_agent.isprintable():
-            raise ValidationError("user_agent", "a printable string", user_agent)
         self.user_agent = user_agent
         super().__init__(
             outbox=outbox,
@@ -255,8 +325,11 @@ class WebhookAdapter(DurableAdapter):
             targets=tuple(chosen),
         )
         self._by_url = chosen
-        self._pool = pool_manager(self.policy, maxsize=self.workers)
-        self._routes: dict[str, tuple[Any, str, Any]] = {}
+        # Per worker thread, one kept-alive connection per endpoint.
+        self._local = threading.local()
+        self._connections: set[_Connection] = set()
+        self._connections_lock = threading.Lock()
+        self.ssl_context = ssl_context if ssl_context is not None else ssl.create_default_context()
 
     # -- DurableAdapter ----------------------------------------------------------------
 
@@ -296,112 +369,151 @@ class WebhookAdapter(DurableAdapter):
 
     def send(self, delivery: Delivery) -> Outcome:
         endpoint = self._by_url[delivery.target]
+        route = self._routes[endpoint.url]
         try:
-            headers = _signing.signed_headers(
+            signature = _signing.sign(
                 delivery.body,
                 msg_id=delivery.event_id,
-                timestamp=int(time.time()),
+                timestamp=(now := int(time.time())),
                 secrets=endpoint.secrets,
             )
         except ValidationError as exc:  # an event id no header can carry, re-emitted
             return Outcome("dead", error=f"cannot be signed: {exc}")
-        headers["content-type"] = _CONTENT_TYPES[endpoint.format]
-        headers["user-agent"] = self.user_agent
+        # The request in one piece (one write, one packet for a small event). Every value
+        # in it was checked to be printable ASCII: the URL's host and path when the
+        # adapter was made, the id by sign(), the rest is ours.
+        request = b"".join(
+            (
+                route.head,
+                (
+                    f"Content-Length: {len(delivery.body)}\r\n"
+                    f"webhook-id: {delivery.event_id}\r\n"
+                    f"webhook-timestamp: {now}\r\n"
+                    f"webhook-signature: {signature}\r\n\r\n"
+                ).encode("ascii"),
+                delivery.body,
+            )
+        )
         # The endpoint's timeout bounds the whole attempt, not each read: a server that
         # trickles its answer is cut off as one that does not answer.
         with deadline(endpoint.timeout) as watch:
+            outcome = self._post(route, endpoint, request)
+        if watch[2] and outcome.kind == "retry" and outcome.status is None:
+            return Outcome("retry", error=f"no whole answer within {endpoint.timeout:g}s")
+        return outcome
+
+    def _post(self, route: _Route, endpoint: Endpoint, request: bytes) -> Outcome:
+        connections: dict[str, _Connection] = self._local.__dict__.setdefault("open", {})
+        connection = connections.pop(route.url, None)
+        while True:
+            reused = connection is not None
+            if connection is None:
+                try:
+                    connection = self._connect(route, endpoint.timeout)
+                except AddressRefused as exc:
+                    return Outcome("dead", error=f"address refused: {printable(str(exc))}")
+                except TimeoutError:
+                    return Outcome("retry", error=f"no connection within {endpoint.timeout:g}s")
+                except (OSError, ValueError) as exc:
+                    return Outcome("retry", error=f"cannot connect: {_describe(exc)}")
+            attach(connection)
             try:
-                return self._post(endpoint, delivery.body, headers)
-            except urllib3.exceptions.HTTPError as exc:
-                if watch[2]:
-                    return Outcome("retry", error=f"no whole answer within {endpoint.timeout:g}s")
-                return Outcome("retry", error=_describe_http_error(exc))
-
-    def _post(self, endpoint: Endpoint, body: bytes, headers: dict[str, str]) -> Outcome:
-        route = self._routes.get(endpoint.url)
-        if route is None:
-            # The endpoint's pool, path and timeout, worked out once (not per request).
-            parsed = urllib3.util.parse_url(endpoint.url)
-            route = self._routes[endpoint.url] = (
-                self._pool.connection_from_url(endpoint.url),
-                parsed.request_uri,
-                urllib3.Timeout(connect=min(endpoint.timeout, 10.0), read=endpoint.timeout),
-            )
-        pool, path, timeout = route
+                connection.sock.sendall(request)
+                response = http.client.HTTPResponse(connection.sock, method="POST")
+                response.begin()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._drop(connection)
+                connection = None
+                if reused:  # a kept-alive connection the server had closed: once more
+                    continue
+                return Outcome("retry", error="the connection was closed without an answer")
+            except TimeoutError:
+                self._drop(connection)
+                return Outcome("retry", error=f"no answer within {endpoint.timeout:g}s")
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                self._drop(connection)
+                return Outcome("retry", error=_describe(exc))
+            break
         try:
-            response = pool.urlopen(
-                "POST",
-                path,
-                body=body,
-                headers=headers,
-                redirect=False,
-                retries=False,
-                timeout=timeout,
-                preload_content=False,
-                assert_same_host=False,
-            )
-        except AddressRefused as exc:
-            return Outcome("dead", error=f"address refused: {printable(str(exc))}")
-        except urllib3.exceptions.NewConnectionError as exc:  # (a ConnectTimeoutError too)
-            return Outcome("retry", error=_describe_http_error(exc))
-        except urllib3.exceptions.TimeoutError:
-            return Outcome("retry", error=f"no answer within {endpoint.timeout:g}s")
-        try:
-            status = response.status
-            if 200 <= status < 300:
-                return Outcome.delivered(status)
-            text = self._read_some(response)
-            if status < 200:  # an interim status as the answer: the exchange went wrong
-                return Outcome("retry", status, f"an interim status ({status}) as the answer")
-            if 300 <= status < 400:
-                location = response.headers.get("location", "")
-                where = f" to {describe_url(location)}" if location else ""
-                return Outcome("retry", status, f"redirect ({status}){where} not followed", text)
-            if status == 410:
-                return Outcome("disable", status, "410 Gone: the endpoint is disabled", text)
-            if status >= 500 or status in RETRIED_STATUSES:
-                return Outcome(
-                    "retry",
-                    status,
-                    f"HTTP {status}",
-                    text,
-                    _retry_after(response.headers.get("retry-after")),
-                )
-            return Outcome("dead", status, f"HTTP {status}: refused by the endpoint", text)
+            outcome = self._judge(response)
         finally:
-            self._finish(response)
+            if response.isclosed() and not response.will_close:
+                connections[route.url] = connection  # kept alive for the next request
+            else:
+                self._drop(connection)
+        return outcome
 
-    def _read_some(self, response: Any) -> str:
+    def _judge(self, response: http.client.HTTPResponse) -> Outcome:
+        """The outcome of an answered request; reads (some of) the body."""
+        status = response.status
+        if 200 <= status < 300:
+            # The rest of a small body is read, to keep the connection; a big one is not.
+            length = response.length
+            if (length is not None and length <= 65536) or (length is None and response.chunked):
+                with contextlib.suppress(OSError, http.client.HTTPException, ValueError):
+                    response.read(65537)
+            return Outcome.delivered(status)
+        text = self._read_some(response)
+        if status < 200:  # an interim status as the answer: the exchange went wrong
+            return Outcome("retry", status, f"an interim status ({status}) as the answer")
+        if 300 <= status < 400:
+            location = response.getheader("location", "")
+            where = f" to {describe_url(location)}" if location else ""
+            return Outcome("retry", status, f"redirect ({status}){where} not followed", text)
+        if status == 410:
+            return Outcome("disable", status, "410 Gone: the endpoint is disabled", text)
+        if status >= 500 or status in RETRIED_STATUSES:
+            return Outcome(
+                "retry",
+                status,
+                f"HTTP {status}",
+                text,
+                _retry_after(response.getheader("retry-after")),
+            )
+        return Outcome("dead", status, f"HTTP {status}: refused by the endpoint", text)
+
+    def _read_some(self, response: http.client.HTTPResponse) -> str:
         try:
-            data = response.read(self.max_response_bytes + 1, decode_content=False)
-        except Exception:
+            data = response.read(self.max_response_bytes + 1)
+        except (OSError, http.client.HTTPException, ValueError):
             return ""
-        text: str = data[: self.max_response_bytes].decode("utf-8", "replace")
+        text = data[: self.max_response_bytes].decode("utf-8", "replace")
         return text + ("..." if len(data) > self.max_response_bytes else "")
 
-    def _finish(self, response: Any) -> None:
-        # Keep the connection when the (small) rest of the body is read; drop it rather
-        # than read a big one.
+    def _connect(self, route: _Route, timeout: float) -> _Connection:
+        sock = self.policy.connect(
+            route.host,
+            route.port,
+            timeout=min(timeout, 10.0),
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        )
         try:
-            left = response.length_remaining  # 0 for a 204; None when not said
-            if left is not None and left <= 65536:
-                response.drain_conn()
-                response.release_conn()
-            else:
-                response.close()
-                response.release_conn()
-        except Exception:
-            pass
+            sock.settimeout(timeout)
+            if route.tls:
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=route.host.strip("[]"))
+        except BaseException:
+            sock.close()
+            raise
+        connection = _Connection(sock)
+        with self._connections_lock:
+            self._connections.add(connection)
+        return connection
+
+    def _drop(self, connection: _Connection) -> None:
+        with self._connections_lock:
+            self._connections.discard(connection)
+        connection.close()
 
     def close(self, timeout: float = 5.0) -> None:
         super().close(timeout)
-        self._pool.clear()
+        with self._connections_lock:
+            connections, self._connections = self._connections, set()
+        for connection in connections:
+            connection.close()
 
 
-def _describe_http_error(exc: Exception) -> str:
-    reason = getattr(exc, "reason", None)
-    text = safe_message(reason if isinstance(reason, BaseException) else exc, 300)
-    return f"{type(exc).__name__}: {text}"
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {printable(safe_message(exc, 300))}"
 
 
 def _retry_after(value: str | None) -> float | None:
