@@ -207,8 +207,8 @@ class Outbox(Protocol):
     module docstring. ``now`` is ``time.time()``."""
 
     def add(self, rows: Sequence[NewDelivery], now: float) -> list[int]:
-        """Write ``rows`` (in order) before returning. For each row, :data:`REPLACED`,
-        :data:`QUEUED` or :data:`NEW_LANE`."""
+        """Write ``rows`` (in order) before returning. For each row, ``REPLACED`` (it took
+        the place of a waiting progress), ``QUEUED`` or ``NEW_LANE`` (module constants)."""
 
     def claim(
         self, targets: Sequence[str], owner: str, now: float, lease: float, limit: int
