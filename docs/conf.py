@@ -39,7 +39,10 @@ autodoc_typehints_description_target = "documented_params"
 # left as text.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(abc|collections\.abc|contextlib|datetime|logging|os|ssl|threading|types|typing)\..*"),
+    (
+        r"py:.*",
+        r"(abc|collections\.abc|contextlib|datetime|logging|os|ssl|threading|types|typing)\..*",
+    ),
     (r"py:.*", r"blinker(\..*)?"),
     (r"py:.*", r"(flask|flask_socketio|socketio|engineio)(\..*)?"),
     (r"py:.*", r"(.*\.)?(A|P|R)"),  # type variables

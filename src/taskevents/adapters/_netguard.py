@@ -398,12 +398,15 @@ class AddressPolicy:
         timeout: _TYPE_TIMEOUT = _DEFAULT_TIMEOUT,
         source_address: tuple[str, int] | None = None,
         socket_options: Sequence[tuple[int, int, int | bytes]] | None = None,
+        deadline: float | None = None,
     ) -> socket.socket:
         """A TCP connection to ``host`` on an allowed address: the host is resolved once,
         and the addresses are tried in order, skipping the refused ones.
 
         :param host: the URL's host, as the allow-list sees it.
         :param dns_host: the name to resolve, if it differs (urllib3 keeps a final dot).
+        :param deadline: a :func:`time.monotonic` time by which to have connected, every
+            address tried included (each one still gets at most ``timeout``).
         :raises AddressRefused: every address is refused.
         :raises OSError: the resolution failed (:class:`socket.gaierror`), or every
             allowed address failed to connect (the last error).
@@ -426,12 +429,19 @@ class AddressPolicy:
             if refusal is not None:
                 refused.append((address, refusal))
                 continue
+            wait = timeout
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no connection to {name} in time")
+                if wait is _DEFAULT_TIMEOUT or wait is None or left < wait:
+                    wait = left
             sock = socket.socket(family, kind, proto)
             try:
                 for option in socket_options or ():
                     sock.setsockopt(*option)
-                if timeout is not _DEFAULT_TIMEOUT:
-                    sock.settimeout(timeout)
+                if wait is not _DEFAULT_TIMEOUT:
+                    sock.settimeout(wait)
                 if source_address:
                     sock.bind(source_address)
                 sock.connect(sockaddr)  # the address checked, never the name again

@@ -29,6 +29,7 @@ import http.client
 import json
 import os
 import re
+import select
 import socket
 import ssl
 import threading
@@ -190,7 +191,7 @@ class _Route:
     """How to reach one endpoint, worked out once: where to connect, and the start of
     every request (request line and fixed headers)."""
 
-    __slots__ = ("head", "host", "port", "tls", "url")
+    __slots__ = ("head", "host", "port", "server_name", "tls", "url")
 
     def __init__(self, url: str, host: str, port: int, tls: bool, head: bytes) -> None:
         self.url = url
@@ -198,12 +199,18 @@ class _Route:
         self.port = port
         self.tls = tls
         self.head = head
+        #: The name TLS sends (SNI) and checks the certificate against.
+        self.server_name = host.strip("[]").rstrip(".")
 
     @classmethod
     def of(cls, endpoint: Endpoint, parsed: Any, user_agent: str, field: str) -> _Route:
         host = parsed.host or ""
         path = parsed.request_uri or "/"
-        authority = host if parsed.port is None else f"{host}:{parsed.port}"
+        tls = parsed.scheme == "https"
+        port = parsed.port or (443 if tls else 80)
+        # As http.client writes it: no final dot, no default port.
+        shown = host if host.startswith("[") else host.rstrip(".")
+        authority = shown if port == (443 if tls else 80) else f"{shown}:{port}"
         if not (_NO_SPACES.fullmatch(path) and _NO_SPACES.fullmatch(authority)):
             raise ValidationError(
                 field,
@@ -211,7 +218,6 @@ class _Route:
                 "(percent-encode the rest)",
                 describe_url(endpoint.url),
             )
-        tls = parsed.scheme == "https"
         head = (
             f"POST {path} HTTP/1.1\r\n"
             f"Host: {authority}\r\n"
@@ -219,7 +225,40 @@ class _Route:
             f"Content-Type: {_CONTENT_TYPES[endpoint.format]}\r\n"
             "Accept-Encoding: identity\r\n"
         ).encode("ascii")
-        return cls(endpoint.url, host, parsed.port or (443 if tls else 80), tls, head)
+        return cls(endpoint.url, host, port, tls, head)
+
+
+class _Response(http.client.HTTPResponse):
+    """http.client's response, reading past every interim (1xx) answer but 101: it
+    only skips ``100 Continue``, and a ``102``/``103`` taken for the answer would leave
+    the real one to be read as the next request's."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        for _ in range(32):
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 100 <= status < 200 or status == 101:
+                return version, status, reason
+            for _ in range(101):  # the interim answer's headers, up to the blank line
+                line = self.fp.readline(65537)
+                if len(line) > 65536:
+                    raise http.client.LineTooLong("header line")
+                if line in (b"\r\n", b"\n", b""):
+                    break
+            else:
+                raise http.client.HTTPException("an interim answer with over 100 headers")
+        raise http.client.HTTPException("over 32 interim answers")
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether an idle connection has something to read (or was closed): then it
+    cannot carry a new request."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    try:
+        ready, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(ready)
 
 
 class _Connection:
@@ -329,6 +368,7 @@ class WebhookAdapter(DurableAdapter):
         self._local = threading.local()
         self._connections: set[_Connection] = set()
         self._connections_lock = threading.Lock()
+        self._sender_closed = False
         self.ssl_context = ssl_context if ssl_context is not None else ssl.create_default_context()
 
     # -- DurableAdapter ----------------------------------------------------------------
@@ -397,19 +437,27 @@ class WebhookAdapter(DurableAdapter):
         # The endpoint's timeout bounds the whole attempt, not each read: a server that
         # trickles its answer is cut off as one that does not answer.
         with deadline(endpoint.timeout) as watch:
-            outcome = self._post(route, endpoint, request)
+            outcome = self._post(route, endpoint, request, watch)
         if watch[2] and outcome.kind == "retry" and outcome.status is None:
             return Outcome("retry", error=f"no whole answer within {endpoint.timeout:g}s")
         return outcome
 
-    def _post(self, route: _Route, endpoint: Endpoint, request: bytes) -> Outcome:
+    def _post(self, route: _Route, endpoint: Endpoint, request: bytes, watch: list[Any]) -> Outcome:
         connections: dict[str, _Connection] = self._local.__dict__.setdefault("open", {})
         connection = connections.pop(route.url, None)
+        if connection is not None and _readable(connection.sock):
+            # Something the server sent after its last answer (a stray response, or the
+            # end of the connection): never to be read as the answer to this request.
+            self._drop(connection)
+            connection = None
         while True:
             reused = connection is not None
             if connection is None:
+                left = watch[0] - time.monotonic()
+                if watch[2] or left <= 0:
+                    return Outcome("retry", error=f"no answer within {endpoint.timeout:g}s")
                 try:
-                    connection = self._connect(route, endpoint.timeout)
+                    connection = self._connect(route, endpoint.timeout, left)
                 except AddressRefused as exc:
                     return Outcome("dead", error=f"address refused: {printable(str(exc))}")
                 except TimeoutError:
@@ -418,26 +466,38 @@ class WebhookAdapter(DurableAdapter):
                     return Outcome("retry", error=f"cannot connect: {_describe(exc)}")
             attach(connection)
             try:
-                connection.sock.sendall(request)
-                response = http.client.HTTPResponse(connection.sock, method="POST")
+                # The server may have answered (a 413) before taking it all: read that.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    connection.sock.sendall(request)
+                response = _Response(connection.sock, method="POST")
                 response.begin()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self._drop(connection)
-                connection = None
-                if reused:  # a kept-alive connection the server had closed: once more
-                    continue
-                return Outcome("retry", error="the connection was closed without an answer")
             except TimeoutError:
                 self._drop(connection)
                 return Outcome("retry", error=f"no answer within {endpoint.timeout:g}s")
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 self._drop(connection)
+                connection = None
+                if reused and not watch[2]:
+                    # A kept-alive connection the server had closed or reset, with no
+                    # answer on it: once more on a new one.
+                    continue
+                if isinstance(exc, http.client.RemoteDisconnected):
+                    return Outcome("retry", error="the connection was closed without an answer")
                 return Outcome("retry", error=_describe(exc))
             break
+        if watch[2]:  # cut off: what begin() read may be a head that never ended
+            self._drop(connection)
+            return Outcome("retry", error=f"no whole answer within {endpoint.timeout:g}s")
         try:
             outcome = self._judge(response)
         finally:
-            if response.isclosed() and not response.will_close:
+            if (
+                response.status >= 200
+                and response.isclosed()
+                and not response.will_close
+                and not watch[2]
+                and not self._sender_closed
+            ):
                 connections[route.url] = connection  # kept alive for the next request
             else:
                 self._drop(connection)
@@ -480,23 +540,29 @@ class WebhookAdapter(DurableAdapter):
         text = data[: self.max_response_bytes].decode("utf-8", "replace")
         return text + ("..." if len(data) > self.max_response_bytes else "")
 
-    def _connect(self, route: _Route, timeout: float) -> _Connection:
+    def _connect(self, route: _Route, timeout: float, left: float) -> _Connection:
+        """A new connection, within ``left`` seconds in all (every address tried, and the
+        TLS handshake)."""
         sock = self.policy.connect(
             route.host,
             route.port,
-            timeout=min(timeout, 10.0),
+            timeout=min(timeout, 10.0, left),
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            deadline=time.monotonic() + left,
         )
         try:
-            sock.settimeout(timeout)
             if route.tls:
-                sock = self.ssl_context.wrap_socket(sock, server_hostname=route.host.strip("[]"))
+                sock.settimeout(max(left - 0.0, 0.001))
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=route.server_name)
+            sock.settimeout(timeout)
+            with self._connections_lock:
+                if self._sender_closed:
+                    raise OSError("the adapter is closed")
+                connection = _Connection(sock)
+                self._connections.add(connection)
         except BaseException:
             sock.close()
             raise
-        connection = _Connection(sock)
-        with self._connections_lock:
-            self._connections.add(connection)
         return connection
 
     def _drop(self, connection: _Connection) -> None:
@@ -507,6 +573,7 @@ class WebhookAdapter(DurableAdapter):
     def close(self, timeout: float = 5.0) -> None:
         super().close(timeout)
         with self._connections_lock:
+            self._sender_closed = True
             connections, self._connections = self._connections, set()
         for connection in connections:
             connection.close()
