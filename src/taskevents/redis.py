@@ -1,0 +1,699 @@
+"""Subject state on Redis, shared by every process that emits: :class:`RedisStateStore`.
+
+::
+
+    from taskevents import Emitter
+    from taskevents.redis import RedisStateStore
+
+    emitter = Emitter(state=RedisStateStore("redis://127.0.0.1:6379/0"))
+
+Every emit is one Lua script on the server (check the running task, assign the next
+seq, fold the event into the state, append it to the history), so seqs stay gap-free
+per subject and ``exclusive=True`` holds however many processes emit. Needs
+``pip install 'taskevents[redis]'`` and Redis 6.2 or newer (not Redis Cluster).
+
+Keys, each under the store's ``prefix``; a subject name goes last, as is, so that any
+name (``:`` and ``*`` included) maps to its own keys:
+
+``{prefix}:subject:{name}``
+    a hash: ``seq``; ``registered``; ``running`` (the running task ids as a JSON list,
+    oldest first) with ``t:{id}``, ``s:{id}``, ``p:{id}`` (each running task's type,
+    start time, latest progress); ``l:*`` (the last task that ended); ``m:{key}``
+    (metadata, one JSON value per key); ``hbytes`` (the history's size).
+``{prefix}:history:{name}``
+    a stream with the subject's recent events, the entry id ``{seq}-0``, trimmed to
+    ``history_size`` events and ``history_bytes`` characters.
+``{prefix}:subjects``
+    a set of every known subject.
+``{prefix}:idle``
+    a sorted set of the subjects a retention policy may forget (never registered, no
+    task running), scored by their last activity on the server's clock.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, cast
+
+from taskevents._checks import name as check_name
+from taskevents._checks import number, positive_int
+from taskevents._checks import subject as check_subject
+from taskevents._optional import require
+from taskevents._reporting import safe_message
+from taskevents._urls import describe_url
+from taskevents.events import (
+    _ID_PREFIX,
+    TASK_STARTED,
+    TaskEvent,
+    json_copy,
+    json_copy_sized,
+    parse_time,
+)
+from taskevents.exceptions import NoRunningTask, SubjectBusy, TaskEventsError, ValidationError
+from taskevents.state import SubjectState, TaskInfo
+
+if TYPE_CHECKING:
+    import redis
+
+    #: A script registered with the server, run as ``script(keys, args)``.
+    Script = Callable[..., Any]
+
+__all__ = ["RedisStateStore", "StoreUnavailable"]
+
+
+class StoreUnavailable(TaskEventsError):
+    """The state store's server could not be reached in time, or refused the operation
+    (e.g. out of memory, a read-only replica, a wrong password). The operation may or may
+    not have taken effect when the connection was lost after the request was sent.
+    """
+
+
+_URL_EXPECTED = "a Redis URL such as redis://127.0.0.1:6379/0 (redis://, rediss:// or unix://)"
+
+# -- the scripts ----------------------------------------------------------------------
+# Shared by the scripts that change state. KEYS, always: the subject's hash, its history
+# stream, the set of subjects, the sorted set of idle subjects.
+_PRELUDE = """
+local skey, hkey, subjects_key, idle_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+
+local function now()
+  local t = redis.call('TIME')
+  return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+end
+
+-- characters, as Python's len() counts them: UTF-8 bytes less continuation bytes
+local function chars(text)
+  local _, continuation = string.gsub(text, '[\\128-\\191]', '')
+  return #text - continuation
+end
+
+local function create(subject)
+  redis.call('DEL', hkey)  -- a stream left behind by a lost hash would refuse new ids
+  redis.call('HSET', skey, 'seq', 0)
+  redis.call('SADD', subjects_key, subject)
+  redis.call('ZADD', idle_key, now(), subject)
+end
+
+local function save_running(running)
+  if #running == 0 then
+    redis.call('HDEL', skey, 'running')
+  else
+    redis.call('HSET', skey, 'running', cjson.encode(running))
+  end
+end
+
+local function size_of(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'z' then return tonumber(fields[i + 1]) end
+  end
+  return 0
+end
+
+-- drop the oldest events until the history is within both bounds
+local function trim(count, total, max_count, max_bytes)
+  local start, last = '-', nil
+  while count > 0 and (count > max_count or total > max_bytes) do
+    local batch = redis.call('XRANGE', hkey, start, '+', 'COUNT', math.max(count - max_count, 16))
+    if #batch == 0 then break end
+    for _, entry in ipairs(batch) do
+      if not (count > max_count or total > max_bytes) then break end
+      total = total - size_of(entry[2])
+      count = count - 1
+      last = entry[1]
+    end
+    start = '(' .. last
+  end
+  if last then
+    local dropped = tonumber(string.match(last, '^(%d+)'))
+    redis.call('XTRIM', hkey, 'MINID', string.format('%d', dropped + 1))
+    redis.call('HSET', skey, 'hbytes', total)
+  end
+end
+
+-- fold one event into the state and append it to the history
+local function fold(subject, seq, etype, tid, ttype, data, eid, time, source, size,
+                    max_count, max_bytes, running, registered, touch)
+  if etype == 'task_progress' then
+    if redis.call('HEXISTS', skey, 't:' .. tid) == 1 then
+      redis.call('HSET', skey, 'p:' .. tid, data)
+    end
+  elseif etype == 'task_started' then
+    if redis.call('HEXISTS', skey, 't:' .. tid) == 0 then
+      table.insert(running, tid)
+      save_running(running)
+    end
+    redis.call('HSET', skey, 't:' .. tid, ttype, 's:' .. tid, time)
+    redis.call('HDEL', skey, 'p:' .. tid)
+  elseif etype == 'task_completed' or etype == 'task_failed' or etype == 'task_cancelled' then
+    local started, progress = time, false
+    for i, id in ipairs(running) do
+      if id == tid then
+        table.remove(running, i)
+        save_running(running)
+        local got = redis.call('HMGET', skey, 's:' .. tid, 'p:' .. tid)
+        started, progress = got[1] or time, got[2]
+        redis.call('HDEL', skey, 't:' .. tid, 's:' .. tid, 'p:' .. tid)
+        break
+      end
+    end
+    redis.call('HSET', skey, 'l:id', tid, 'l:type', ttype, 'l:started', started,
+               'l:ended', time, 'l:outcome', etype, 'l:data', data)
+    if progress then
+      redis.call('HSET', skey, 'l:progress', progress)
+    else
+      redis.call('HDEL', skey, 'l:progress')
+    end
+  end
+  redis.call('HSET', skey, 'seq', seq)
+  if touch then
+    if registered or #running > 0 then
+      redis.call('ZREM', idle_key, subject)
+    else
+      redis.call('ZADD', idle_key, now(), subject)
+    end
+  end
+  size = size + chars(tid) + chars(ttype)
+  redis.call('XADD', hkey, string.format('%d-0', seq), 'i', eid, 'y', etype, 'k', tid,
+             'n', ttype, 't', time, 's', source, 'd', data, 'z', size)
+  local total = redis.call('HINCRBY', skey, 'hbytes', size)
+  local count = redis.call('XLEN', hkey)
+  if count > max_count or total > max_bytes then
+    trim(count, total, max_count, max_bytes)
+  end
+end
+"""
+
+# ARGV: type, subject, task id, has task id, task type, data, event id, time, source,
+# size less the task's id and type, exclusive, history size, history bytes.
+# Returns {0, seq, task id, task type}, {1, running id, running type} (busy), {2} (no
+# such running task) or {3} (a started task's id is running already).
+_RECORD = """
+local etype, subject, tid, ttype = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local got = redis.call('HMGET', skey, 'seq', 'running', 'registered')
+local running = {}
+if got[2] then running = cjson.decode(got[2]) end
+if etype == 'task_started' then
+  if #running > 0 then
+    if ARGV[11] == '1' then
+      local newest = running[#running]
+      return {1, newest, redis.call('HGET', skey, 't:' .. newest)}
+    end
+    if redis.call('HEXISTS', skey, 't:' .. tid) == 1 then return {3} end
+  end
+  if not got[1] then create(subject) end
+else
+  if not got[1] then return {2} end
+  if ARGV[4] == '0' then
+    if #running == 0 then return {2} end
+    tid = running[#running]
+  end
+  ttype = redis.call('HGET', skey, 't:' .. tid)
+  if not ttype then return {2} end
+end
+local seq = (tonumber(got[1]) or 0) + 1
+-- a busy subject is never idle: progress leaves its activity time alone
+fold(subject, seq, etype, tid, ttype, ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10]),
+     tonumber(ARGV[12]), tonumber(ARGV[13]), running, got[3], etype ~= 'task_progress')
+return {0, seq, tid, ttype}
+"""
+
+# ARGV: type, subject, task id, task type, data, event id, time, source, size less the
+# task's id and type, seq, history size, history bytes. Returns 1 if applied, else 0.
+_APPLY = """
+local subject, seq = ARGV[2], tonumber(ARGV[10])
+local got = redis.call('HMGET', skey, 'seq', 'running', 'registered')
+if not got[1] then create(subject) end
+if seq <= (tonumber(got[1]) or 0) then return 0 end
+local running = {}
+if got[2] then running = cjson.decode(got[2]) end
+fold(subject, seq, ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8],
+     tonumber(ARGV[9]), tonumber(ARGV[11]), tonumber(ARGV[12]), running, got[3], true)
+return 1
+"""
+
+# ARGV: subject, then metadata keys and JSON values, alternating.
+_REGISTER = """
+if redis.call('HEXISTS', skey, 'seq') == 0 then create(ARGV[1]) end
+redis.call('HSET', skey, 'registered', '1')
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', skey, 'm:' .. ARGV[i], ARGV[i + 1])
+end
+redis.call('ZREM', idle_key, ARGV[1])
+"""
+
+# ARGV: subject. Returns 1 (forgotten), 0 (unknown) or {running id, running type} (busy).
+_FORGET = """
+local got = redis.call('HMGET', skey, 'seq', 'running')
+if not got[1] then return 0 end
+if got[2] then
+  local running = cjson.decode(got[2])
+  if #running > 0 then
+    local newest = running[#running]
+    return {newest, redis.call('HGET', skey, 't:' .. newest)}
+  end
+end
+redis.call('DEL', skey, hkey)
+redis.call('SREM', subjects_key, ARGV[1])
+redis.call('ZREM', idle_key, ARGV[1])
+return 1
+"""
+
+# KEYS: the subject's hash. ARGV: task id, has task id. Returns {id, type} or nil.
+_RUNNING = """
+local tid = ARGV[1]
+if ARGV[2] == '0' then
+  local running = redis.call('HGET', KEYS[1], 'running')
+  if not running then return false end
+  running = cjson.decode(running)
+  tid = running[#running]
+end
+local ttype = redis.call('HGET', KEYS[1], 't:' .. tid)
+if not ttype then return false end
+return {tid, ttype}
+"""
+
+# KEYS: the subject's hash, its history. ARGV: since seq. Returns the entries after it,
+# or nil when some of them are no longer kept (see MemoryStateStore.history).
+_HISTORY = """
+local seq = redis.call('HGET', KEYS[1], 'seq')
+if not seq then return false end
+seq = tonumber(seq)
+local since = tonumber(ARGV[1])
+if since == seq then return {} end
+if since > seq then return false end
+local oldest = seq + 1
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #first > 0 then oldest = tonumber(string.match(first[1][1], '^(%d+)')) end
+if since < oldest - 1 then return false end
+return redis.call('XRANGE', KEYS[2], string.format('%d', since + 1), '+')
+"""
+
+# KEYS: the idle subjects. ARGV: keep, idle seconds ('' for no limit). Returns {those idle
+# for too long, the longest idle beyond keep}.
+_EXPIRED = """
+local idle, older = {}, {}
+if ARGV[2] ~= '' then
+  local t = redis.call('TIME')
+  local cutoff = tonumber(t[1]) + tonumber(t[2]) / 1000000 - tonumber(ARGV[2])
+  idle = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.6f', cutoff))
+end
+if ARGV[1] ~= '' then
+  local keep = tonumber(ARGV[1])
+  local count = redis.call('ZCARD', KEYS[1])
+  if count > keep then older = redis.call('ZRANGE', KEYS[1], 0, count - keep - 1) end
+end
+return {idle, older}
+"""
+
+
+def _dump_time(value: datetime | float) -> str:
+    # A float (the emitter's time.time()) as its exact repr: read back, it makes the same
+    # datetime as the event's own.
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return repr(float(value))
+
+
+def _load_time(text: str) -> datetime | float:
+    return parse_time(text, "time") if "T" in text else float(text)
+
+
+def _datetime(text: str) -> datetime:
+    value = _load_time(text)
+    return value if isinstance(value, datetime) else datetime.fromtimestamp(value, timezone.utc)
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class RedisStateStore:
+    """A :class:`~taskevents.StateStore` on a Redis server, shared by every process
+    that uses the same URL and ``prefix``: to them all, it behaves as one
+    :class:`~taskevents.MemoryStateStore` would to the threads of one process.
+    Thread-safe.
+
+    Nothing is sent to the server before the first operation; an operation that cannot
+    reach it in time raises :class:`StoreUnavailable` (nothing is retried: an event
+    recorded twice would take two seqs).
+
+    :param url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS)
+        or ``unix:///path/to/socket?db=0``; options in its query (e.g.
+        ``socket_timeout``) win over the arguments below.
+    :param prefix: the start of every key; stores with different prefixes share nothing.
+    :param history_size: how many events per subject are kept for
+        :meth:`~taskevents.StateStore.history`...
+    :param history_bytes: ...and how many characters of JSON they may add up to per
+        subject (see :attr:`TaskEvent.size <taskevents.TaskEvent.size>`); the oldest go
+        first.
+    :param socket_timeout: seconds to wait for the server's answer...
+    :param socket_connect_timeout: ...and for a connection.
+    :raises ValidationError: a malformed ``url`` or another bad argument, naming it.
+    :raises MissingDependency: the ``redis`` package is not installed.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "taskevents",
+        history_size: int = 1000,
+        history_bytes: int = 1 << 20,
+        socket_timeout: float = 2.0,
+        socket_connect_timeout: float = 2.0,
+    ) -> None:
+        self.prefix = check_name(prefix, "prefix")
+        self.history_size = positive_int(history_size, "history_size")
+        self.history_bytes = positive_int(history_bytes, "history_bytes")
+        socket_timeout = number(socket_timeout, "socket_timeout", above=0)
+        socket_connect_timeout = number(socket_connect_timeout, "socket_connect_timeout", above=0)
+        if not isinstance(url, str):
+            raise ValidationError("url", _URL_EXPECTED, url)
+        self._where = describe_url(url)
+        module = require("redis", extra="redis", needed_by="RedisStateStore")
+        retry = importlib.import_module("redis.retry").Retry
+        no_backoff = importlib.import_module("redis.backoff").NoBackoff
+        self._errors: type[Exception] = module.RedisError
+        try:
+            pool = module.ConnectionPool.from_url(
+                url,
+                decode_responses=True,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_connect_timeout,
+                retry=retry(no_backoff(), 0),
+            )
+            # What the pool does on first use, done now: bad options fail here.
+            pool.connection_class(**pool.connection_kwargs)
+        except (ValueError, TypeError) as exc:
+            raise ValidationError(
+                "url", f"{_URL_EXPECTED}; {safe_message(exc, 200)}", self._where
+            ) from None
+        self._pool = pool
+        self._client: redis.Redis = module.Redis(connection_pool=pool)
+        self._subjects_key = f"{prefix}:subjects"
+        self._idle_key = f"{prefix}:idle"
+        self._record: Script = self._client.register_script(_PRELUDE + _RECORD)
+        self._apply: Script = self._client.register_script(_PRELUDE + _APPLY)
+        self._register: Script = self._client.register_script(_PRELUDE + _REGISTER)
+        self._forget: Script = self._client.register_script(_PRELUDE + _FORGET)
+        self._running: Script = self._client.register_script(_RUNNING)
+        self._history: Script = self._client.register_script(_HISTORY)
+        self._expired: Script = self._client.register_script(_EXPIRED)
+
+    def __repr__(self) -> str:
+        return f"<RedisStateStore {self._where} prefix={self.prefix!r}>"
+
+    def _keys(self, subject: str) -> list[str]:
+        prefix = self.prefix
+        return [
+            f"{prefix}:subject:{subject}",
+            f"{prefix}:history:{subject}",
+            self._subjects_key,
+            self._idle_key,
+        ]
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"the Redis state store at {self._where} is unavailable: {safe_message(exc)}"
+        )
+
+    def close(self) -> None:
+        """Close the connections to the server. The store is not used afterwards."""
+        self._client.close()
+        self._pool.disconnect()
+
+    def __enter__(self) -> RedisStateStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the StateStore protocol ------------------------------------------------------
+
+    def record(
+        self,
+        type: str,
+        subject: str,
+        task_id: str | None,
+        task_type: str | None,
+        data: Mapping[str, Any],
+        event_id: str,
+        time: datetime | float,
+        source: str,
+        size: int = -1,
+        exclusive: bool = False,
+    ) -> TaskEvent:
+        """See :meth:`taskevents.StateStore.record`: one script on the server."""
+        if type == TASK_STARTED and (task_id is None or task_type is None):
+            raise ValidationError("task_id", "a task id and type for task_started", task_id)
+        # The emitter passes a number, made text on first use: the history needs the text.
+        text_id = event_id if isinstance(event_id, str) else _ID_PREFIX + str(event_id)
+        base = size
+        if base < 0:  # as TaskEvent.size counts, less the task's id and type
+            base = json_copy_sized(data, "data")[1] + len(subject) + len(source) + 160
+        try:
+            reply = self._record(
+                self._keys(subject),
+                [
+                    type,
+                    subject,
+                    task_id or "",
+                    "0" if task_id is None else "1",
+                    task_type or "",
+                    _dumps(data if isinstance(data, dict) else dict(data)),
+                    text_id,
+                    _dump_time(time),
+                    source,
+                    base,
+                    "1" if exclusive else "0",
+                    self.history_size,
+                    self.history_bytes,
+                ],
+            )
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        status = reply[0]
+        if status == 0:
+            _, seq, task_id, task_type = reply
+            event = TaskEvent(
+                text_id,
+                type,
+                subject,
+                task_id,
+                task_type,
+                seq,
+                time,  # type: ignore[arg-type]  # a float is made a datetime on first use
+                source,
+                data,
+            )
+            event._size = base + len(task_id) + len(task_type)
+            return event
+        if status == 1:
+            raise SubjectBusy(subject, reply[1], reply[2])
+        if status == 2:
+            raise NoRunningTask(subject, task_id)
+        raise ValidationError("task_id", "an id not already running", task_id)
+
+    def running_task(self, subject: str, task_id: str | None = None) -> tuple[str, str] | None:
+        """See :meth:`taskevents.StateStore.running_task`."""
+        try:
+            reply = self._running(
+                self._keys(subject)[:1], [task_id or "", "0" if task_id is None else "1"]
+            )
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        return None if reply is None else (reply[0], reply[1])
+
+    def last_seq(self, subject: str) -> int:
+        """See :meth:`taskevents.StateStore.last_seq`."""
+        try:
+            seq = self._client.hget(f"{self.prefix}:subject:{subject}", "seq")
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        return int(seq) if seq is not None else 0
+
+    def apply(self, event: TaskEvent) -> bool:
+        """See :meth:`taskevents.StateStore.apply`: one script on the server."""
+        task_id, task_type = event.task_id, event.task_type
+        try:
+            applied = self._apply(
+                self._keys(event.subject),
+                [
+                    event.type,
+                    event.subject,
+                    task_id,
+                    task_type,
+                    _dumps(dict(event.data)),
+                    event.id,
+                    _dump_time(event._time),
+                    event.source,
+                    event.size - len(task_id) - len(task_type),
+                    event.seq,
+                    self.history_size,
+                    self.history_bytes,
+                ],
+            )
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        return bool(applied)
+
+    def register(self, subject: str, metadata: Mapping[str, Any] | None = None) -> None:
+        """See :meth:`taskevents.StateStore.register`. Metadata values must be JSON."""
+        check_subject(subject)
+        args = [subject]
+        for key, value in json_copy(dict(metadata or {}), "metadata").items():
+            args += [key, _dumps(value)]
+        try:
+            self._register(self._keys(subject), args)
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+
+    def subjects(self) -> list[str]:
+        """See :meth:`taskevents.StateStore.subjects`."""
+        try:
+            members = self._client.smembers(self._subjects_key)
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        return sorted(cast("set[str]", members))
+
+    def __contains__(self, subject: object) -> bool:
+        """Whether ``subject`` is known."""
+        if not isinstance(subject, str):
+            return False
+        try:
+            return bool(self._client.exists(f"{self.prefix}:subject:{subject}"))
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+
+    def snapshot(self, subject: str) -> SubjectState | None:
+        """See :meth:`taskevents.StateStore.snapshot`: one read of the subject's hash.
+        (Metadata keys may come in another order than registered.)"""
+        try:
+            fields = self._client.hgetall(f"{self.prefix}:subject:{subject}")
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        return self._state(subject, cast("dict[str, str]", fields))
+
+    def _state(self, subject: str, fields: dict[str, str]) -> SubjectState | None:
+        if "seq" not in fields:
+            return None
+        running = tuple(
+            TaskInfo(
+                task_id,
+                fields[f"t:{task_id}"],
+                _datetime(fields[f"s:{task_id}"]),
+                _json(fields.get(f"p:{task_id}")),
+            )
+            for task_id in json.loads(fields.get("running", "[]"))
+        )
+        last = None
+        if "l:id" in fields:
+            data = json.loads(fields["l:data"])
+            error = data.get("error")
+            last = TaskInfo(
+                task_id=fields["l:id"],
+                task_type=fields["l:type"],
+                started_at=_datetime(fields["l:started"]),
+                progress=_json(fields.get("l:progress")),
+                ended_at=_datetime(fields["l:ended"]),
+                outcome=fields["l:outcome"][len("task_") :],  # type: ignore[arg-type]
+                result=data.get("result"),
+                error=error if isinstance(error, Mapping) else None,
+                reason=data.get("reason"),
+            )
+        return SubjectState(
+            subject=subject,
+            status="busy" if running else "idle",
+            seq=int(fields["seq"]),
+            current=running[-1] if running else None,
+            last=last,
+            running=running,
+            metadata={
+                key[2:]: json.loads(value) for key, value in fields.items() if key[:2] == "m:"
+            },
+        )
+
+    def snapshot_all(self) -> dict[str, SubjectState]:
+        """See :meth:`taskevents.StateStore.snapshot_all`."""
+        subjects = self.subjects()
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for subject in subjects:
+                    pipe.hgetall(f"{self.prefix}:subject:{subject}")
+                replies = pipe.execute()
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        result = {}
+        for subject, fields in zip(subjects, replies, strict=True):
+            snapshot = self._state(subject, fields)
+            if snapshot is not None:  # forgotten meanwhile
+                result[subject] = snapshot
+        return result
+
+    def history(self, subject: str, since_seq: int) -> list[TaskEvent] | None:
+        """See :meth:`taskevents.StateStore.history`."""
+        try:
+            entries = self._history(self._keys(subject)[:2], [int(since_seq)])
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        if entries is None:
+            return None
+        events = []
+        for entry_id, flat in entries:
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            event = TaskEvent(
+                fields["i"],
+                fields["y"],
+                subject,
+                fields["k"],
+                fields["n"],
+                int(entry_id.partition("-")[0]),
+                _load_time(fields["t"]),  # type: ignore[arg-type]
+                fields["s"],
+                json.loads(fields["d"]),
+            )
+            event._size = int(fields["z"])
+            events.append(event)
+        return events
+
+    def forget(self, subject: str) -> bool:
+        """See :meth:`taskevents.StateStore.forget`: one script on the server."""
+        try:
+            reply = self._forget(self._keys(subject), [subject])
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        if isinstance(reply, list):
+            raise SubjectBusy(subject, reply[0], reply[1])
+        return bool(reply)
+
+    def expired(self, *, keep: int | None, idle_seconds: float | None) -> list[str]:
+        """See :meth:`taskevents.StateStore.expired`. Idle time is measured on the
+        server's clock, so every process agrees on it."""
+        try:
+            idle, older = self._expired(
+                [self._idle_key],
+                ["" if keep is None else keep, "" if idle_seconds is None else repr(idle_seconds)],
+            )
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        return sorted({*idle, *older})
+
+    def subject_count(self) -> int:
+        """See :meth:`taskevents.StateStore.subject_count`."""
+        try:
+            return int(self._client.scard(self._subjects_key))
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc

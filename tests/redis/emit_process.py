@@ -1,0 +1,88 @@
+"""A process that emits to a shared :class:`RedisStateStore`; the tests run several.
+
+python -m tests.redis.emit_process flood URL PREFIX INDEX COUNT SUBJECT...
+python -m tests.redis.emit_process race URL PREFIX INDEX ROUNDS
+
+Each waits at a barrier (``{PREFIX}:ready``/``{PREFIX}:go`` lists; one pair per round
+when racing) so that all start together, then prints one JSON line per emit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from taskevents import Emitter, SubjectBusy
+from taskevents.redis import RedisStateStore
+
+if TYPE_CHECKING:
+    import redis
+
+#: Seconds a process waits at a barrier before giving up.
+BARRIER_TIMEOUT = 60
+
+
+def barrier(client: redis.Redis, prefix: str, name: str) -> None:
+    client.rpush(f"{prefix}:ready{name}", 1)
+    if client.blpop([f"{prefix}:go{name}"], timeout=BARRIER_TIMEOUT) is None:
+        raise SystemExit(f"nobody opened the barrier {name!r}")
+
+
+def flood(url: str, prefix: str, index: int, count: int, subjects: list[str]) -> None:
+    """``count`` events on ``subjects`` in turn: per subject one task (started,
+    progress..., completed), run side by side with the other processes' tasks."""
+    import redis  # here: ruff would take tests/redis for it, as a first-party module
+
+    client = redis.Redis.from_url(url)
+    per_subject = {s: len(range(n, count, len(subjects))) for n, s in enumerate(subjects)}
+    done = dict.fromkeys(subjects, 0)
+    with RedisStateStore(url, prefix=prefix, history_size=100_000) as store:
+        emitter = Emitter(source=f"process-{index}", state=store, exclusive=False)
+        barrier(client, prefix, "")
+        for n in range(count):
+            subject = subjects[n % len(subjects)]
+            task_id = f"p{index}-{subject}"
+            done[subject] += 1
+            if done[subject] == 1:
+                event = emitter.started(subject, "flood", task_id=task_id, process=index)
+            elif done[subject] == per_subject[subject]:
+                event = emitter.completed(subject, {"process": index}, task_id=task_id)
+            else:
+                event = emitter.progress(subject, n % 101, task_id=task_id)
+            print(json.dumps({"subject": subject, "seq": event.seq, "id": event.id}))
+    client.close()
+
+
+def race(url: str, prefix: str, index: int, rounds: int) -> None:
+    """Per round, start a task on a fresh subject at the same moment as the others."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    with RedisStateStore(url, prefix=prefix) as store:
+        emitter = Emitter(source=f"process-{index}", state=store)
+        for round_ in range(rounds):
+            subject = f"race-{round_}"
+            barrier(client, prefix, f":{round_}")
+            try:
+                event = emitter.started(subject, "change_ip", exclusive=True)
+            except SubjectBusy as busy:
+                line = {"round": round_, "won": False, "running": busy.running_task_id}
+            else:
+                line = {"round": round_, "won": True, "task_id": event.task_id}
+            print(json.dumps(line), flush=True)
+    client.close()
+
+
+def main(argv: list[str]) -> None:
+    mode, url, prefix, index = argv[:4]
+    if mode == "flood":
+        flood(url, prefix, int(index), int(argv[4]), argv[5:])
+    elif mode == "race":
+        race(url, prefix, int(index), int(argv[4]))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
