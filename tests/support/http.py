@@ -331,3 +331,26 @@ class Receiver:
                 ) from exc
             result.setdefault(subject, []).append((request.id, seq))
         return result
+
+
+def self_signed(folder: Any, name: str) -> tuple[Any, Any]:
+    """A self-signed certificate and key for the host ``name`` only, in ``folder``,
+    made with the ``openssl`` command (the test skips without it, which fails in CI)."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", f"/CN={name}",
+         "-addext", f"subjectAltName=DNS:{name}",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key

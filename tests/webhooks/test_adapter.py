@@ -7,7 +7,6 @@ import itertools
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,36 +20,9 @@ from taskevents.exceptions import ValidationError
 from taskevents.webhooks import generate_secret, verify
 from tests.support.http import Receiver, Reply
 from tests.support.socketio import wait_until
+from tests.webhooks.conftest import Make
 
-FAST = (0.0, 0.05, 0.05, 0.05)  # retry schedule: four attempts, 50 ms apart
-
-Make = Callable[..., WebhookAdapter]
 SECRET = generate_secret()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as server:
-        yield server
-
-
-@pytest.fixture
-def make(tmp_path: Path) -> Iterator[Make]:
-    made: list[WebhookAdapter] = []
-
-    def make(endpoints: Any, **options: Any) -> WebhookAdapter:
-        options.setdefault("outbox", tmp_path / "outbox.sqlite3")
-        options.setdefault("allow_hosts", ["127.0.0.1"])
-        options.setdefault("retry_schedule", FAST)
-        options.setdefault("jitter", 0.0)
-        options.setdefault("poll_interval", 0.1)
-        adapter = WebhookAdapter(endpoints, **options)
-        made.append(adapter)
-        return adapter
-
-    yield make
-    for adapter in made:
-        adapter.close(timeout=0)
 
 
 def run_task(emitter: Emitter, subject: str = "aws01", *, fail: bool = False) -> list[str]:

@@ -14,7 +14,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,35 +28,7 @@ from taskevents.exceptions import ValidationError
 from taskevents.webhooks import generate_secret
 from tests.support.http import Receiver, Reply
 from tests.support.socketio import wait_until
-
-FAST = (0.0, 0.05, 0.05, 0.05)
-
-Make = Callable[..., WebhookAdapter]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as server:
-        yield server
-
-
-@pytest.fixture
-def make(tmp_path: Path) -> Iterator[Make]:
-    made: list[WebhookAdapter] = []
-
-    def make(endpoints: Any, **options: Any) -> WebhookAdapter:
-        options.setdefault("outbox", tmp_path / "outbox.sqlite3")
-        options.setdefault("allow_hosts", ["127.0.0.1"])
-        options.setdefault("retry_schedule", FAST)
-        options.setdefault("jitter", 0.0)
-        options.setdefault("poll_interval", 0.1)
-        adapter = WebhookAdapter(endpoints, **options)
-        made.append(adapter)
-        return adapter
-
-    yield make
-    for adapter in made:
-        adapter.close(timeout=0)
+from tests.webhooks.conftest import Make
 
 
 class RawServer:

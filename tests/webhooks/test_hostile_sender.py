@@ -9,11 +9,9 @@ can come on one connection) and answers as a script says.
 from __future__ import annotations
 
 import gc
-import shutil
 import socket
 import ssl
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +24,7 @@ from taskevents import Emitter
 from taskevents.adapters.outbox import Delivery, MemoryOutbox
 from taskevents.adapters.webhooks import Endpoint, WebhookAdapter
 from taskevents.webhooks import generate_secret
+from tests.support.http import self_signed
 
 Script = Callable[[socket.socket, int], None]
 
@@ -346,20 +345,9 @@ def test_a_response_head_cut_off_by_the_deadline_is_not_delivered(
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command is needed to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls-sender")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "2", "-subj", "/CN=hooks.example",
-         "-addext", "subjectAltName=DNS:hooks.example",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    """A self-signed certificate for ``hooks.example`` (a name resolved to 127.0.0.1 here)."""
+    cert, key = self_signed(tmp_path_factory.mktemp("tls-sender"), "hooks.example")
+    return Path(cert), Path(key)
 
 
 def test_an_https_host_with_a_final_dot_is_checked_and_named_without_it(
