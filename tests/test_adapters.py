@@ -11,6 +11,7 @@ from taskevents import (
     TaskEvent,
     ValidationError,
 )
+from taskevents.signals import REMOTE, SIGNALS
 
 
 class Recorder(Adapter):
@@ -120,3 +121,17 @@ def test_callable_adapter_needs_a_callable() -> None:
 def test_adapter_must_implement_handle() -> None:
     with pytest.raises(TypeError, match="handle"):
         Adapter()  # type: ignore[abstract]
+
+
+def test_events_of_other_processes_reach_only_remote_adapters(emitter: Emitter) -> None:
+    event = TaskEvent("e1", "task_started", "aws01", "t1", "change_ip", 1, 0.0, "b", {})  # type: ignore[arg-type]
+    with (
+        Recorder().connect() as local,
+        Recorder().connect(emitter) as local_of_one,
+        Recorder(remote=True).connect() as remote,
+        Recorder(remote=True).connect(emitter) as remote_of_one,
+    ):
+        SIGNALS["task_started"].send(REMOTE, event=event)
+        own = emitter.started("aws02", "change_ip")
+    assert local.events == local_of_one.events == [own]
+    assert remote.events == remote_of_one.events == [event, own]

@@ -9,7 +9,8 @@
 
 Every emit is one Lua script on the server (check the running task, assign the next
 seq, fold the event into the state, append it to the history), so seqs stay gap-free
-per subject and ``exclusive=True`` holds however many processes emit. Needs
+per subject and ``exclusive=True`` holds however many processes emit. The same script
+publishes the event to every process (see :class:`RedisBridge`). Needs
 ``pip install 'taskevents[redis]'`` and Redis 6.2 or newer (not Redis Cluster).
 
 Keys, each under the store's ``prefix``; a subject name goes last, as is, so that any
@@ -23,6 +24,11 @@ name (``:`` and ``*`` included) maps to its own keys:
 ``{prefix}:history:{name}``
     a stream with the subject's recent events, the entry id ``{seq}-0``, trimmed to
     ``history_size`` events and ``history_bytes`` characters.
+``{prefix}:events``
+    a stream of every process's events, newest last, trimmed to about
+    ``events_size`` entries: what :class:`RedisBridge` reads. Fields: ``o`` (the
+    recording store's :attr:`~RedisStateStore.origin`), ``j`` (the subject), ``q`` (the
+    seq), then those of the history.
 ``{prefix}:subjects``
     a set of every known subject.
 ``{prefix}:idle``
@@ -32,8 +38,12 @@ name (``:`` and ``*`` included) maps to its own keys:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
+import threading
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
@@ -43,17 +53,25 @@ from taskevents._checks import name as check_name
 from taskevents._checks import number, positive_int
 from taskevents._checks import subject as check_subject
 from taskevents._optional import require
-from taskevents._reporting import safe_message
+from taskevents._reporting import ErrorReporter, safe_message
 from taskevents._urls import describe_url
 from taskevents.events import (
     _ID_PREFIX,
     TASK_STARTED,
     TaskEvent,
+    is_event_type,
     json_copy,
     json_copy_sized,
     parse_time,
 )
-from taskevents.exceptions import NoRunningTask, SubjectBusy, TaskEventsError, ValidationError
+from taskevents.exceptions import (
+    NoRunningTask,
+    SubjectBusy,
+    TaskEventsError,
+    UsageError,
+    ValidationError,
+)
+from taskevents.signals import REMOTE, SIGNALS
 from taskevents.state import SubjectState, TaskInfo
 
 if TYPE_CHECKING:
@@ -62,7 +80,9 @@ if TYPE_CHECKING:
     #: A script registered with the server, run as ``script(keys, args)``.
     Script = Callable[..., Any]
 
-__all__ = ["RedisStateStore", "StoreUnavailable"]
+__all__ = ["RedisBridge", "RedisStateStore", "StoreUnavailable"]
+
+logger = logging.getLogger("taskevents")
 
 
 class StoreUnavailable(TaskEventsError):
@@ -134,7 +154,7 @@ local function trim(count, total, max_count, max_bytes)
   end
 end
 
--- fold one event into the state and append it to the history
+-- fold one event into the state and append it to the history; returns its size
 local function fold(subject, seq, etype, tid, ttype, data, eid, time, source, size,
                     max_count, max_bytes, running, registered, touch)
   if etype == 'task_progress' then
@@ -184,13 +204,15 @@ local function fold(subject, seq, etype, tid, ttype, data, eid, time, source, si
   if count > max_count or total > max_bytes then
     trim(count, total, max_count, max_bytes)
   end
+  return size
 end
 """
 
-# ARGV: type, subject, task id, has task id, task type, data, event id, time, source,
-# size less the task's id and type, exclusive, history size, history bytes.
-# Returns {0, seq, task id, task type}, {1, running id, running type} (busy), {2} (no
-# such running task) or {3} (a started task's id is running already).
+# KEYS[5]: the stream of every process's events. ARGV: type, subject, task id, has task
+# id, task type, data, event id, time, source, size less the task's id and type,
+# exclusive, history size, history bytes, origin, events size. Returns {0, seq, task id,
+# task type}, {1, running id, running type} (busy), {2} (no such running task) or {3} (a
+# started task's id is running already).
 _RECORD = """
 local etype, subject, tid, ttype = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local got = redis.call('HMGET', skey, 'seq', 'running', 'registered')
@@ -216,8 +238,13 @@ else
 end
 local seq = (tonumber(got[1]) or 0) + 1
 -- a busy subject is never idle: progress leaves its activity time alone
-fold(subject, seq, etype, tid, ttype, ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10]),
-     tonumber(ARGV[12]), tonumber(ARGV[13]), running, got[3], etype ~= 'task_progress')
+local size = fold(subject, seq, etype, tid, ttype, ARGV[6], ARGV[7], ARGV[8], ARGV[9],
+                  tonumber(ARGV[10]), tonumber(ARGV[12]), tonumber(ARGV[13]), running, got[3],
+                  etype ~= 'task_progress')
+-- published in the same script: an event recorded is an event published
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[15], '*', 'o', ARGV[14], 'j', subject,
+           'q', seq, 'i', ARGV[7], 'y', etype, 'k', tid, 'n', ttype, 't', ARGV[8], 's', ARGV[9],
+           'd', ARGV[6], 'z', size)
 return {0, seq, tid, ttype}
 """
 
@@ -354,6 +381,9 @@ class RedisStateStore:
     :param history_bytes: ...and how many characters of JSON they may add up to per
         subject (see :attr:`TaskEvent.size <taskevents.TaskEvent.size>`); the oldest go
         first.
+    :param events_size: about how many events the stream read by every process's
+        :class:`RedisBridge` keeps (``{prefix}:events``); a bridge that falls further
+        behind misses some, and says so.
     :param socket_timeout: seconds to wait for the server's answer...
     :param socket_connect_timeout: ...and for a connection.
     :raises ValidationError: a malformed ``url`` or another bad argument, naming it.
@@ -367,12 +397,17 @@ class RedisStateStore:
         prefix: str = "taskevents",
         history_size: int = 1000,
         history_bytes: int = 1 << 20,
+        events_size: int = 10_000,
         socket_timeout: float = 2.0,
         socket_connect_timeout: float = 2.0,
     ) -> None:
         self.prefix = check_name(prefix, "prefix")
         self.history_size = positive_int(history_size, "history_size")
         self.history_bytes = positive_int(history_bytes, "history_bytes")
+        self.events_size = positive_int(events_size, "events_size")
+        #: What marks the events this store records in ``{prefix}:events``, unique to
+        #: the store: a :class:`RedisBridge` on it skips them, as this process has them.
+        self.origin = uuid.uuid4().hex
         socket_timeout = number(socket_timeout, "socket_timeout", above=0)
         socket_connect_timeout = number(socket_connect_timeout, "socket_connect_timeout", above=0)
         if not isinstance(url, str):
@@ -400,6 +435,7 @@ class RedisStateStore:
         self._client: redis.Redis = module.Redis(connection_pool=pool)
         self._subjects_key = f"{prefix}:subjects"
         self._idle_key = f"{prefix}:idle"
+        self._events_key = f"{prefix}:events"
         self._record: Script = self._client.register_script(_PRELUDE + _RECORD)
         self._apply: Script = self._client.register_script(_PRELUDE + _APPLY)
         self._register: Script = self._client.register_script(_PRELUDE + _REGISTER)
@@ -466,7 +502,7 @@ class RedisStateStore:
             base = json_copy_sized(data, "data")[1] + len(subject) + len(source) + 160
         try:
             reply = self._record(
-                self._keys(subject),
+                [*self._keys(subject), self._events_key],
                 [
                     type,
                     subject,
@@ -481,6 +517,8 @@ class RedisStateStore:
                     "1" if exclusive else "0",
                     self.history_size,
                     self.history_bytes,
+                    self.origin,
+                    self.events_size,
                 ],
             )
         except self._errors as exc:
@@ -697,3 +735,245 @@ class RedisStateStore:
             return int(self._client.scard(self._subjects_key))
         except self._errors as exc:
             raise self._unavailable(exc) from exc
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+def _entries(reply: Any, key: str) -> list[tuple[str, dict[str, str]]]:
+    """The entries of one stream in an ``XREAD`` reply (RESP2: a list of pairs; RESP3: a
+    dict)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return list(reply.get(key) or [])
+    return list(reply[0][1])
+
+
+class RedisBridge:
+    """Brings the events that other processes emit into this one, on the same
+    :mod:`~taskevents.signals` as local events but with :data:`~taskevents.signals.REMOTE`
+    as the sender::
+
+        store = RedisStateStore("redis://127.0.0.1:6379/0")
+        emitter = Emitter(state=store)
+        bridge = RedisBridge(store).start()  # e.g. in each web process
+        ...
+        bridge.close()
+
+    How: the script with which a :class:`RedisStateStore` records an event also appends it
+    to the stream ``{prefix}:events``, marked with the store's
+    :attr:`~RedisStateStore.origin`. The bridge reads that stream in a daemon thread,
+    from where it stood at :meth:`start`; it skips the events of its own store (its
+    emitter has delivered them here already) and sends each other one on
+    ``SIGNALS[event.type]``. Adapters whose :attr:`~taskevents.Adapter.remote` is true
+    (the Socket.IO adapter) take them; the others (logging, webhooks, AWS) leave them to
+    the process that emitted them, so that nothing goes out once per process. A process
+    that only emits (a worker) starts no bridge: its events are published all the same.
+
+    What it promises: every event recorded after :meth:`start` by another store on the
+    same server and ``prefix`` is sent here once, in the order recorded (for a subject,
+    by seq). If the connection is lost, the bridge retries, :attr:`retry_initial` seconds
+    doubling to :attr:`retry_max`, with one warning per outage and one info line when
+    back, and resumes after the last event it read: nothing still in the stream is
+    missed. If the stream was trimmed past that point (see ``events_size``), a warning
+    says that events were missed.
+
+    Events of a type declared with :func:`~taskevents.define_event_type` arrive only if
+    this process declared the type too; others are skipped, with one warning per type.
+    :data:`~taskevents.signals.subject_forgotten` is not carried. Start one bridge per
+    store: two would send each event twice. Receivers run in the bridge's thread.
+
+    :param store: the store whose server, ``prefix`` and connection options to use.
+    :param block_ms: how long, in milliseconds, one read waits on the server for new
+        events; :meth:`close` returns within about that.
+    :raises ValidationError: for a bad argument, naming it.
+    """
+
+    #: Seconds before the first attempt to reconnect; doubled after each failure...
+    retry_initial: float = 0.1
+    #: ...up to this.
+    retry_max: float = 5.0
+    #: The most events taken in one read.
+    batch_size: int = 100
+
+    def __init__(self, store: RedisStateStore, *, block_ms: int = 1000) -> None:
+        if not isinstance(store, RedisStateStore):
+            raise ValidationError("store", "a RedisStateStore", store)
+        self.store = store
+        self.block_ms = positive_int(block_ms, "block_ms")
+        #: The name of the bridge's connection on the server (``CLIENT LIST``).
+        self.client_name = f"taskevents-bridge-{store.origin}"
+        module = importlib.import_module("redis")
+        self._errors: type[Exception] = module.RedisError
+        self._no_stream: type[Exception] = module.ResponseError
+        pool = store._pool
+        options = dict(pool.connection_kwargs)
+        # A blocked read must not look like a dead server.
+        options["socket_timeout"] = (options.get("socket_timeout") or 2.0) + self.block_ms / 1000
+        options["client_name"] = self.client_name
+        self._pool = type(pool)(connection_class=pool.connection_class, **options)
+        self._client: redis.Redis = module.Redis(connection_pool=self._pool)
+        self._key = store._events_key
+        self._last_id: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._unknown_types: set[str] = set()
+        self.errors = ErrorReporter("RedisBridge")
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<RedisBridge {self.store._where} prefix={self.store.prefix!r} {state}>"
+
+    @property
+    def running(self) -> bool:
+        """Whether the bridge's thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> RedisBridge:
+        """Start reading, from the stream's end: events recorded from now on are sent
+        here (if the server cannot be reached now, from when it can). Returns the bridge.
+
+        :raises UsageError: if it was started before.
+        """
+        if self._thread is not None:
+            raise UsageError("this RedisBridge was started already; make another")
+        # If the server does not answer, the thread finds the end once it does.
+        with contextlib.suppress(self._errors):
+            self._last_id = self._tail()
+        self._thread = threading.Thread(
+            target=self._run, name="taskevents-redis-bridge", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the thread (within about ``block_ms``) and close the connection.
+        Idempotent."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self.block_ms / 1000 + 5.0)
+        self._client.close()
+        self._pool.disconnect()
+
+    def __enter__(self) -> RedisBridge:
+        """Start the bridge unless started."""
+        return self if self._thread is not None else self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the thread -------------------------------------------------------------------
+
+    def _tail(self) -> str:
+        """The id of the stream's newest entry, or ``0-0``."""
+        newest = self._client.xrevrange(self._key, "+", "-", count=1)
+        return str(newest[0][0]) if newest else "0-0"
+
+    def _run(self) -> None:
+        delay = self.retry_initial
+        outage = False
+        check = False  # whether the stream may have been trimmed past our position
+        while not self._stop.is_set():
+            try:
+                if self._last_id is None:
+                    self._last_id = self._tail()
+                elif check:
+                    self._check_missed(self._last_id)
+                    check = False
+                reply = self._client.xread(
+                    {self._key: self._last_id}, count=self.batch_size, block=self.block_ms
+                )
+            except self._errors as exc:
+                if self._stop.is_set():
+                    break
+                if not outage:
+                    outage = True
+                    logger.warning(
+                        "RedisBridge lost the Redis server at %s (%s); reconnecting, to "
+                        "resume after event %s of %s",
+                        self.store._where,
+                        safe_message(exc, 200),
+                        self._last_id or "(the end)",
+                        self._key,
+                    )
+                check = True
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.retry_max)
+                continue
+            if outage:
+                outage = False
+                delay = self.retry_initial
+                logger.info(
+                    "RedisBridge reconnected to %s; resuming after event %s",
+                    self.store._where,
+                    self._last_id,
+                )
+            entries = _entries(reply, self._key)
+            for entry_id, fields in entries:
+                if self._stop.is_set():
+                    return
+                self._last_id = str(entry_id)
+                try:
+                    self._dispatch(fields)
+                except Exception as exc:  # a bad entry: never the end of the bridge
+                    self.errors.report(exc, f"to read event {entry_id} of {self._key}")
+            if len(entries) >= self.batch_size:
+                check = True  # behind: the stream may be trimmed before we catch up
+
+    def _check_missed(self, last_id: str) -> None:
+        """Log a warning if the stream was trimmed past ``last_id``: its oldest entry is
+        newer (trimming drops the oldest first; a read entry may have gone with unread
+        ones), or an entry newer than it was deleted."""
+        try:
+            info = self._client.xinfo_stream(self._key)
+        except self._no_stream:
+            return  # no stream (yet): nothing to miss
+        position = _id_key(last_id)
+        first = info.get("first-entry")
+        deleted = info.get("max-deleted-entry-id")  # Redis 7 and later
+        missed = (last_id != "0-0" and first is not None and _id_key(str(first[0])) > position) or (
+            deleted is not None and _id_key(str(deleted)) > position
+        )
+        if missed:
+            logger.warning(
+                "RedisBridge missed events: %s was trimmed past event %s before it was "
+                "read (raise events_size?); this process's receivers did not get them",
+                self._key,
+                last_id,
+            )
+
+    def _dispatch(self, fields: Mapping[str, str]) -> None:
+        if fields.get("o") == self.store.origin:
+            return  # this process's own: delivered here when emitted
+        type_ = fields["y"]
+        if not is_event_type(type_):
+            if type_ not in self._unknown_types and len(self._unknown_types) < 1000:
+                self._unknown_types.add(type_)
+                logger.warning(
+                    "RedisBridge skips events of the type %r: not declared in this "
+                    "process (taskevents.define_event_type)",
+                    type_[:64],
+                )
+            return
+        event = TaskEvent(
+            fields["i"],
+            type_,
+            fields["j"],
+            fields["k"],
+            fields["n"],
+            int(fields["q"]),
+            _load_time(fields["t"]),  # type: ignore[arg-type]
+            fields["s"],
+            json.loads(fields["d"]),
+        )
+        event._size = int(fields["z"])
+        SIGNALS[type_].send(REMOTE, event=event)

@@ -12,6 +12,12 @@ instead). A receiver looks like this::
 
 Connect to one emitter only with ``signal.connect(receiver, sender=emitter)``.
 
+Events emitted in other processes arrive, when a :class:`taskevents.redis.RedisBridge`
+runs, on the same signals with :data:`REMOTE` as the sender: a receiver connected to
+every sender gets them too (adapters sort them out: see
+:attr:`Adapter.remote <taskevents.Adapter.remote>`), one connected to an
+emitter does not.
+
 These signals differ from plain blinker signals in one way: a receiver that raises does
 not stop the others, nor reach the emitting task. Its error is logged (at most once per
 receiver every :data:`ERROR_LOG_INTERVAL` seconds) and counted (:func:`receiver_errors`).
@@ -36,7 +42,9 @@ from .exceptions import ValidationError
 
 __all__ = [
     "ERROR_LOG_INTERVAL",
+    "REMOTE",
     "SIGNALS",
+    "RemoteSender",
     "define_event_type",
     "receiver_errors",
     "subject_forgotten",
@@ -49,6 +57,21 @@ __all__ = [
 
 #: Seconds between two log records for errors of the same receiver.
 ERROR_LOG_INTERVAL: Final = _reporting.ERROR_LOG_INTERVAL
+
+
+class RemoteSender:
+    """The type of :data:`REMOTE`, the sender of events from other processes."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<taskevents.signals.REMOTE>"
+
+
+#: The sender of every event that another process emitted and a bridge (such as
+#: :class:`taskevents.redis.RedisBridge`) brought into this one. Connect with
+#: ``sender=REMOTE`` for those events only; tell them apart with ``sender is REMOTE``.
+REMOTE: Final = RemoteSender()
 
 _reporters: dict[str, ErrorReporter] = {}
 _reporters_lock = threading.Lock()

@@ -2,9 +2,11 @@
 
 python -m tests.redis.emit_process flood URL PREFIX INDEX COUNT SUBJECT...
 python -m tests.redis.emit_process race URL PREFIX INDEX ROUNDS
+python -m tests.redis.emit_process tasks URL PREFIX INDEX COUNT SUBJECT...
 
-Each waits at a barrier (``{PREFIX}:ready``/``{PREFIX}:go`` lists; one pair per round
-when racing) so that all start together, then prints one JSON line per emit.
+``flood`` and ``race`` wait at a barrier (``{PREFIX}:ready``/``{PREFIX}:go`` lists; one
+pair per round when racing) so that all start together; ``tasks`` starts at once. Each
+prints one JSON line per emit.
 """
 
 from __future__ import annotations
@@ -74,12 +76,26 @@ def race(url: str, prefix: str, index: int, rounds: int) -> None:
     client.close()
 
 
+def tasks(url: str, prefix: str, index: int, count: int, subjects: list[str]) -> None:
+    """Per subject in turn, one task: started, ``count`` progress events, completed."""
+    with RedisStateStore(url, prefix=prefix) as store:
+        emitter = Emitter(source=f"process-{index}", state=store)
+        for subject in subjects:
+            events = [emitter.started(subject, "change_ip", process=index)]
+            events += [emitter.progress(subject, n * 100 // count) for n in range(count)]
+            events.append(emitter.completed(subject, {"process": index}))
+            for event in events:
+                print(json.dumps(event.to_dict()))
+
+
 def main(argv: list[str]) -> None:
     mode, url, prefix, index = argv[:4]
     if mode == "flood":
         flood(url, prefix, int(index), int(argv[4]), argv[5:])
     elif mode == "race":
         race(url, prefix, int(index), int(argv[4]))
+    elif mode == "tasks":
+        tasks(url, prefix, int(index), int(argv[4]), argv[5:])
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -421,7 +421,8 @@ def test_forget_drops_everything_and_a_new_stream_starts_at_one(
     with subject_forgotten.connected_to(on_forgotten):
         assert emitter.forget("aws01") is True
     assert heard == [("aws01", "forgotten")]
-    assert redis_client.keys(f"{prefix}:*") == []
+    # Only the stream of every subject's events (bounded, read by bridges) is left.
+    assert redis_client.keys(f"{prefix}:*") == [f"{prefix}:events"]
     assert "aws01" not in store
     assert emitter.state.snapshot("aws01") is None
     assert emitter.started("aws01", "change_ip").seq == 1
@@ -503,7 +504,7 @@ def test_any_subject_name_gets_keys_of_its_own(
     assert emitter.forget(one) is True
     assert emitter.state.subjects() == [two]
     assert emitter.forget(two) is True
-    assert redis_client.keys(f"{prefix}:*") == []
+    assert redis_client.keys(f"{prefix}:*") == [f"{prefix}:events"]
 
 
 def test_sixteen_threads_keep_every_subject_seq_gap_free(store: RedisStateStore) -> None:

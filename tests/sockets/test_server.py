@@ -12,8 +12,9 @@ import pytest
 import socketio
 from flask_socketio import SocketIO
 
-from taskevents import Emitter, TaskEvent, ValidationError
+from taskevents import CallableAdapter, Emitter, TaskEvent, ValidationError
 from taskevents.adapters.socketio import SocketIOAdapter, merge_progress
+from taskevents.signals import REMOTE, SIGNALS
 from taskevents.testing import capture_events
 from tests.support.socketio import (
     SUBJECTS,
@@ -166,6 +167,20 @@ def test_only_subscribers_of_a_subject_get_its_updates(serve: Callable[..., Serv
     two.wait_for("task_status_update", lambda p: p["update"]["event"] == "task_completed")
     assert {u["config_name"] for u in one.updates()} == {"aws01"}
     assert {u["config_name"] for u in two.updates()} == {"aws02"}
+
+
+def test_subscribers_get_the_events_of_other_processes(serve: Callable[..., Served]) -> None:
+    served = serve()
+    client = served.client()
+    subscribe(client)
+    # Another process on a shared store, its events relayed as a bridge does.
+    other = Emitter(source="other", state=served.emitter.state)
+    relay = CallableAdapter(lambda event: SIGNALS[event.type].send(REMOTE, event=event))
+    with relay.connect(other):
+        sent = run_task(other)
+    done = client.wait_for("task_status_update", lambda p: p["update"]["event"] == "task_completed")
+    assert done["seq"] == sent[-1].seq
+    assert SocketIOAdapter.remote is True
 
 
 def test_works_on_a_bare_python_socketio_server() -> None:

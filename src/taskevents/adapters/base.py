@@ -10,6 +10,13 @@ further: not to the emitting task, not to the other adapters.
 fail (HTTP, a cloud API) subclasses :class:`BackgroundAdapter` and implements
 :meth:`~BackgroundAdapter.deliver` instead: events are queued and delivered by a worker
 thread, with retries.
+
+Local or every process: with a :class:`taskevents.redis.RedisBridge` running, the
+signals also carry the events of other processes, sent by :data:`~taskevents.signals.REMOTE`.
+An adapter takes them only if its :attr:`~Adapter.remote` is true. Adapters that push
+to the outside world (logging, webhooks, AWS) leave it false, so each event leaves
+through the process that emitted it, once; the Socket.IO adapter sets it, so every web
+process serves its own clients every process's events.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from taskevents._checks import number, positive_int
 from taskevents._reporting import ErrorReporter
 from taskevents.events import TASK_PROGRESS, TaskEvent, event_types
 from taskevents.exceptions import ValidationError
-from taskevents.signals import SIGNALS
+from taskevents.signals import REMOTE, SIGNALS
 
 __all__ = ["Adapter", "BackgroundAdapter", "CallableAdapter"]
 
@@ -93,11 +100,28 @@ class Adapter(abc.ABC):
     :param types: the event types to receive (default: all of them, including types
         declared later with :func:`~taskevents.define_event_type`).
     :param subjects: the subjects to receive (default: all of them).
+    :param remote: whether to receive the events of other processes too (default: the
+        class's :attr:`remote`).
     """
 
+    #: Whether this adapter receives the events of other processes, which a bridge
+    #: sends with :data:`~taskevents.signals.REMOTE` as the sender. False: only the
+    #: events of this process, so that what the adapter sends out leaves once, from
+    #: the process that emitted it. An adapter with ``remote`` true that is connected
+    #: to one emitter receives the other processes' events as well.
+    remote: bool = False
+
     def __init__(
-        self, *, types: Iterable[str] | None = None, subjects: Iterable[str] | None = None
+        self,
+        *,
+        types: Iterable[str] | None = None,
+        subjects: Iterable[str] | None = None,
+        remote: bool | None = None,
     ) -> None:
+        if remote is not None:
+            if not isinstance(remote, bool):
+                raise ValidationError("remote", "True or False", remote)
+            self.remote = remote
         self.types: tuple[str, ...] = _check_types(types)
         self._every_type = types is None
         self.subjects: frozenset[str] | None = _check_subjects(subjects)
@@ -124,15 +148,22 @@ class Adapter(abc.ABC):
         """Start receiving events: those of ``emitter`` only, or of every emitter.
         Returns the adapter, so ``adapter = LoggingAdapter().connect()`` reads well.
 
+        With :attr:`remote` true, an adapter connected to one emitter also receives the
+        events of other processes (sent by :data:`~taskevents.signals.REMOTE`).
+
         The signals hold the adapter strongly until :meth:`disconnect` or :meth:`close`.
         """
         sender = blinker.ANY if emitter is None else emitter
         if self._every_type:
             self.types = event_types()
             _every_type.add(self)
-        for type_ in self.types:
-            SIGNALS[type_].connect(self._receive, sender=sender, weak=False)
-        self._connected_to.append(sender)
+        senders = [sender]
+        if self.remote and sender is not blinker.ANY and REMOTE not in self._connected_to:
+            senders.append(REMOTE)
+        for one in senders:
+            for type_ in self.types:
+                SIGNALS[type_].connect(self._receive, sender=one, weak=False)
+            self._connected_to.append(one)
         return self
 
     def disconnect(self) -> None:
@@ -161,6 +192,8 @@ class Adapter(abc.ABC):
         self.close()
 
     def _receive(self, sender: object, *, event: TaskEvent) -> None:
+        if sender is REMOTE and not self.remote:
+            return  # another process's event, for that process's own adapters
         subjects = self.subjects
         if subjects is not None and event._subject not in subjects:
             return
@@ -184,10 +217,11 @@ class CallableAdapter(Adapter):
         *,
         types: Iterable[str] | None = None,
         subjects: Iterable[str] | None = None,
+        remote: bool | None = None,
     ) -> None:
         if not callable(func):
             raise ValidationError("func", "a callable taking one TaskEvent", func)
-        super().__init__(types=types, subjects=subjects)
+        super().__init__(types=types, subjects=subjects, remote=remote)
         self.func = func
         self.errors.where = f"adapter {getattr(func, '__qualname__', repr(func))}"
 

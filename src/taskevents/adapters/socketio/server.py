@@ -228,6 +228,10 @@ class SocketIOAdapter(BackgroundAdapter):
     :param max_backlog_bytes: ...and how many bytes of them (16 MiB by default).
     """
 
+    #: Every process's events, when a :class:`taskevents.redis.RedisBridge` brings them
+    #: in: each web process serves its own clients, whichever process emitted.
+    remote = True
+
     def __init__(
         self,
         server: Any,
