@@ -25,6 +25,9 @@ def _demo(args: argparse.Namespace) -> int:
     if args.task_seconds <= 0:
         print("--task-seconds: expected a number of seconds > 0", file=sys.stderr)
         return 2
+    if args.redis_prefix is not None and args.redis_url is None:
+        print("--redis-prefix: needs --redis-url", file=sys.stderr)
+        return 2
     from taskevents._hosts import AllowedHosts
 
     try:
@@ -39,13 +42,38 @@ def _demo(args: argparse.Namespace) -> int:
     log.addHandler(console_handler())
     log.propagate = False
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    app, socketio = create_app(
-        task_seconds=args.task_seconds, async_mode=args.async_mode, allowed_hosts=hosts
-    )
+    from taskevents.exceptions import ValidationError
+
+    try:
+        app, socketio = create_app(
+            task_seconds=args.task_seconds,
+            async_mode=args.async_mode,
+            allowed_hosts=hosts,
+            redis_url=args.redis_url,
+            redis_prefix=args.redis_prefix,
+        )
+    except ValidationError as exc:
+        option = {
+            "TASKEVENTS_REDIS_URL": "--redis-url",
+            "TASKEVENTS_REDIS_PREFIX": "--redis-prefix",
+        }
+        name = option.get(exc.field, exc.field)
+        print(f"{name}: expected {exc.expected}, got {exc.got!r}", file=sys.stderr)
+        return 2
+    except MissingDependency as exc:
+        print(exc, file=sys.stderr)
+        return 1
     shown = f"[{args.host}]" if ":" in args.host else args.host
 
     def ready() -> None:
         print(f"taskevents demo: open http://{shown}:{args.port}/ (Ctrl+C stops it)")
+        if args.redis_url is not None:
+            from taskevents._urls import describe_url
+
+            print(
+                f"sharing configs, tasks and updates through {describe_url(args.redis_url)} "
+                f"(prefix {args.redis_prefix or 'taskevents'!r})"
+            )
         print(
             f"answering the host names {hosts.describe()} (more with --allowed-host)",
             flush=True,
@@ -251,6 +279,18 @@ def main(argv: list[str] | None = None) -> int:
         "subdomains). Default: only the --host address and localhost, 127.0.0.1, [::1]; "
         "with --host 0.0.0.0 or ::, also this machine's name and any IP address. "
         "Other Host headers get 400, against DNS rebinding",
+    )
+    demo.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="keep the configs' state on this Redis server (redis://HOST:PORT/DB; needs "
+        "taskevents[redis]): several demos, on different ports, with the same URL and "
+        "prefix share configs, tasks and live updates. Default: in memory",
+    )
+    demo.add_argument(
+        "--redis-prefix",
+        metavar="P",
+        help="the Redis key prefix; demos with another prefix share nothing (default: taskevents)",
     )
     hooks = commands.add_parser(
         "webhooks",

@@ -135,6 +135,8 @@ def create_app(
     async_mode: str | None = "threading",
     log: bool = True,
     allowed_hosts: AllowedHosts | None = None,
+    redis_url: str | None = None,
+    redis_prefix: str | None = None,
 ) -> tuple[flask.Flask, Any]:
     """The demo app and its SocketIO, ready for :func:`serve` (or ``socketio.run``).
 
@@ -143,6 +145,13 @@ def create_app(
         ``AllowedHosts.serving("127.0.0.1")``); others get a 400 before reaching the
         app or the Socket.IO endpoint. A request without a ``Host`` header (HTTP/1.0;
         never a browser's) is let through.
+    :param redis_url: keep the configs' state on this Redis server
+        (``TASKEVENTS_REDIS_URL``): demos on the same URL and prefix, on any port,
+        share subjects, tasks and streams. A task runs in the demo it was started on.
+    :param redis_prefix: their key prefix (``TASKEVENTS_REDIS_PREFIX``; default
+        ``"taskevents"``).
+    :raises ValidationError: a bad ``redis_url`` or ``redis_prefix``, naming its
+        ``TASKEVENTS_*`` key.
     """
     from flask_socketio import SocketIO
 
@@ -153,6 +162,8 @@ def create_app(
         # Every event, progress too, is logged: the demo is for watching them.
         TASKEVENTS_ADAPTERS={"logging": {"levels": {"task_progress": "INFO"}}} if log else [],
         TASKEVENTS_SOURCE="taskevents-demo",
+        TASKEVENTS_REDIS_URL=redis_url,
+        TASKEVENTS_REDIS_PREFIX=redis_prefix,
         MAX_CONTENT_LENGTH=MAX_BODY,
     )
     socketio = SocketIO(app, async_mode=async_mode)

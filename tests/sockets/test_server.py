@@ -183,6 +183,65 @@ def test_subscribers_get_the_events_of_other_processes(serve: Callable[..., Serv
     assert SocketIOAdapter.remote is True
 
 
+def relay(event: TaskEvent) -> None:
+    """Bring ``event`` in as a RedisBridge does: on its signal, sent by REMOTE."""
+    SIGNALS[event.type].send(REMOTE, event=event)
+
+
+def test_another_process_events_in_the_snapshot_are_not_sent_again(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve()
+    early, late = served.client(), served.client()
+    subscribe(early)
+    other = Emitter(source="other", state=served.emitter.state)
+    # Recorded, but (as a bridge may) brought in only after the late client's snapshot.
+    held = [other.started("aws01", "change_ip"), other.progress("aws01", 40)]
+    assert subscribe(late)["seq"] == 2
+    for event in held:
+        relay(event)
+    done = other.completed("aws01", {"ip": "203.0.113.7"})
+    relay(done)
+    for client in (early, late):
+        client.wait_for("task_status_update", lambda p: p["update"]["event"] == "task_completed")
+        client.drain(0.2)
+    assert [u["seq"] for u in early.updates()] == [1, 2, 3]
+    assert [u["seq"] for u in late.updates()] == [3]  # nothing at or below its snapshot
+    assert served.adapter._floors == {}  # passed: nothing kept
+
+
+def test_a_remote_event_during_a_subscribe_is_not_missed(
+    serve: Callable[..., Served], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = serve()
+    client = served.client()
+    store = served.emitter.state
+    other = Emitter(source="other", state=store)
+    read = store.snapshot
+    calls: list[threading.Thread | None] = []
+
+    def snapshot(subject: str) -> Any:
+        taken = read(subject)
+        calls.append(None)
+        if len(calls) == 2:  # the one the client is sent (the first checks the subject)
+            # Another process emits just after it, and its event arrives at once.
+            thread = threading.Thread(target=relay, args=(other.started(subject, "change_ip"),))
+            calls[-1] = thread
+            thread.start()
+            thread.join(0.3)  # held until the join is queued, so not delivered before it
+        return taken
+
+    monkeypatch.setattr(store, "snapshot", snapshot)
+    status = subscribe(client)
+    assert status["seq"] == 0
+    update = client.wait_for("task_status_update")
+    assert update["seq"] == 1
+    assert update["update"]["event"] == "task_started"
+    thread = calls[1]
+    assert thread is not None
+    thread.join(5)
+
+
 def test_works_on_a_bare_python_socketio_server() -> None:
     emitter = Emitter()
     emitter.register("aws01")

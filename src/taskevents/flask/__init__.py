@@ -40,6 +40,9 @@ Configuration keys (all optional):
 ``TASKEVENTS_ASYNC_MODE``           only when the extension creates the SocketIO
 ``TASKEVENTS_SOURCE``               the emitter's source (the app's import name)
 ``TASKEVENTS_DEMO``                 show the dashboard's "run a task" buttons
+``TASKEVENTS_REDIS_URL``            keep subject state on this Redis server and
+                                    serve every process's events (None: in memory)
+``TASKEVENTS_REDIS_PREFIX``         the Redis key prefix (``"taskevents"``)
 =================================== ==============================================
 
 Flask's own ``TRUSTED_HOSTS`` is honoured on the Socket.IO endpoint too: Flask refuses

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from werkzeug.exceptions import SecurityError
 from werkzeug.wsgi import get_host
 
 from taskevents._hosts import HostCheck
+from taskevents._urls import describe_url
 from taskevents.adapters import Adapter, load_adapter
 from taskevents.adapters.socketio import (
     Authenticate,
@@ -38,6 +40,8 @@ from .dashboard import dashboard_blueprint
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
+    from taskevents.redis import RedisBridge, RedisStateStore
+
 __all__ = ["DEFAULTS", "TaskEvents", "TaskEventsState"]
 
 logger = logging.getLogger("taskevents")
@@ -57,6 +61,8 @@ DEFAULTS: Mapping[str, Any] = {
     "TASKEVENTS_ASYNC_MODE": None,
     "TASKEVENTS_SOURCE": None,
     "TASKEVENTS_DEMO": False,
+    "TASKEVENTS_REDIS_URL": None,
+    "TASKEVENTS_REDIS_PREFIX": None,
 }
 
 
@@ -68,12 +74,52 @@ class TaskEventsState:
     socketio: Any
     socketio_adapter: SocketIOAdapter
     adapters: list[Adapter] = field(default_factory=list)
+    #: With ``TASKEVENTS_REDIS_URL``: the bridge that brings other processes' events in.
+    bridge: RedisBridge | None = None
+    #: The Redis store the extension created for ``TASKEVENTS_REDIS_URL`` (not one the
+    #: app gave with its emitter), closed by :meth:`close`.
+    redis_store: RedisStateStore | None = None
 
     def close(self) -> None:
-        """Disconnect and flush every adapter."""
+        """Stop the Redis bridge, disconnect and flush every adapter, and close the Redis
+        store the extension created (the emitter cannot emit afterwards)."""
+        bridge, self.bridge = self.bridge, None
+        if bridge is not None:
+            _release_bridge(bridge)
         self.socketio_adapter.close()
         for adapter in self.adapters:
             adapter.close()
+        if self.redis_store is not None:
+            self.redis_store.close()
+
+
+# One bridge per store, shared by the apps that serve one emitter: two bridges on a
+# store would bring every event in twice. id(store) -> [bridge, apps using it].
+_bridges: dict[int, list[Any]] = {}
+_bridges_lock = threading.Lock()
+
+
+def _acquire_bridge(store: RedisStateStore) -> RedisBridge:
+    from taskevents.redis import RedisBridge
+
+    with _bridges_lock:
+        entry = _bridges.get(id(store))
+        if entry is None or entry[0].store is not store:
+            entry = _bridges[id(store)] = [RedisBridge(store).start(), 0]
+        entry[1] += 1
+        bridge: RedisBridge = entry[0]
+        return bridge
+
+
+def _release_bridge(bridge: RedisBridge) -> None:
+    with _bridges_lock:
+        entry = _bridges.get(id(bridge.store))
+        if entry is not None and entry[0] is bridge:
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del _bridges[id(bridge.store)]
+    bridge.close()
 
 
 def _config_error(key: str, expected: str, got: object) -> ValidationError:
@@ -109,6 +155,63 @@ def _subjects(value: object) -> dict[str, Mapping[str, Any]]:
     raise _config_error(
         "TASKEVENTS_SUBJECTS", "a list of subject names or a mapping name -> metadata", value
     )
+
+
+def _uses_message_queue(socketio: Any) -> bool:
+    """Whether Flask-SocketIO (or python-socketio) was given a ``message_queue``: its
+    client manager is then a ``PubSubManager`` (Redis, Kombu, Kafka, ...)."""
+    if socketio is None:
+        return False
+    import socketio as python_socketio
+
+    server = getattr(socketio, "server", None) or socketio
+    return isinstance(getattr(server, "manager", None), python_socketio.PubSubManager)
+
+
+def _redis_store(
+    config: Mapping[str, Any], socketio: Any, given: Emitter | None
+) -> RedisStateStore | None:
+    """The Redis store that ``TASKEVENTS_REDIS_URL`` asks for, or None: a new one, or
+    the given emitter's own (then None is returned and the caller bridges that)."""
+    url = config["TASKEVENTS_REDIS_URL"]
+    prefix = config["TASKEVENTS_REDIS_PREFIX"]
+    if url is None:
+        if prefix is not None:
+            logger.warning("TASKEVENTS_REDIS_PREFIX ignored: TASKEVENTS_REDIS_URL is not set")
+        return None
+    if _uses_message_queue(socketio):
+        raise _config_error(
+            "TASKEVENTS_REDIS_URL",
+            "no Flask-SocketIO message_queue with it (SocketIO(message_queue=...)): both "
+            "carry every update to every process, so clients would get each twice; "
+            "use one of them",
+            describe_url(url) if isinstance(url, str) else url,
+        )
+    from taskevents.redis import RedisStateStore
+
+    if given is not None:
+        store = given.state
+        if not isinstance(store, RedisStateStore):
+            raise _config_error(
+                "TASKEVENTS_REDIS_URL",
+                "unset when the app gives its own emitter with another state store; "
+                "give Emitter(state=RedisStateStore(url, prefix=...)), or no emitter",
+                f"an emitter on {type(store).__name__}",
+            )
+        if prefix is not None and prefix != store.prefix:
+            raise _config_error(
+                "TASKEVENTS_REDIS_PREFIX",
+                f"the prefix of the given emitter's RedisStateStore ({store.prefix!r})",
+                prefix,
+            )
+        return None
+    try:
+        return RedisStateStore(url, prefix="taskevents" if prefix is None else prefix)
+    except ValidationError as exc:
+        key = {"url": "TASKEVENTS_REDIS_URL", "prefix": "TASKEVENTS_REDIS_PREFIX"}.get(
+            exc.field, exc.field
+        )
+        raise _config_error(key, exc.expected, exc.got) from None
 
 
 def _socketio_path(app: flask.Flask, socketio: Any) -> str:
@@ -150,7 +253,19 @@ class TaskEvents:
         otherwise).
     :param emitter: the emitter to serve. None creates one: with ``app`` given, one
         that :attr:`emitter` returns anywhere; with :meth:`init_app` (app factories),
-        one per app, which :attr:`emitter` returns inside that app's context.
+        one per app, which :attr:`emitter` returns inside that app's context. With
+        ``TASKEVENTS_REDIS_URL`` set, a created emitter keeps its state in a
+        :class:`~taskevents.redis.RedisStateStore` on that URL (key prefix
+        ``TASKEVENTS_REDIS_PREFIX``, default ``"taskevents"``); an emitter given must
+        then already have a ``RedisStateStore`` (else :meth:`init_app` raises
+        :class:`~taskevents.ValidationError` naming ``TASKEVENTS_REDIS_URL``), which
+        is used as it is: its own URL and prefix win, and a ``TASKEVENTS_REDIS_PREFIX``
+        other than its prefix is refused. Either way the extension starts a
+        :class:`~taskevents.redis.RedisBridge` on the store, so that the app's
+        Socket.IO clients get every process's events (one per store: apps that serve
+        one emitter share it), and :meth:`TaskEventsState.close` stops it once no app
+        uses it. (An emitter given with a Redis store but
+        without ``TASKEVENTS_REDIS_URL`` gets no bridge.)
     :param authenticate: ``authenticate(environ, auth) -> identity``, run inside the
         app's request context on Socket.IO connect (``auth`` is what the client sent)
         and on REST calls (``auth`` is ``{"token": ...}`` from an ``Authorization:
@@ -168,9 +283,6 @@ class TaskEvents:
         authenticate: Authenticate | None = None,
         authorize: Authorize | None = None,
     ) -> None:
-        if emitter is None and app is not None:
-            # One app: one emitter, reachable as ``extension.emitter`` anywhere.
-            emitter = Emitter(source=app.config.get("TASKEVENTS_SOURCE") or app.import_name)
         for name, hook in (("authenticate", authenticate), ("authorize", authorize)):
             if hook is not None and not callable(hook):
                 raise ValidationError(name, "a callable or None", hook)
@@ -179,6 +291,9 @@ class TaskEvents:
         self.authorize = authorize
         if app is not None:
             self.init_app(app, socketio)
+            if emitter is None:
+                # One app: one emitter, reachable as ``extension.emitter`` anywhere.
+                self._emitter = self.state(app).emitter
 
     def init_app(self, app: flask.Flask, socketio: Any = None) -> None:
         """Set the extension up for ``app``.
@@ -189,7 +304,9 @@ class TaskEvents:
         request) guards the Socket.IO endpoint too.
 
         :raises ValidationError: a ``TASKEVENTS_*`` setting is wrong (the message names
-            it); nothing is left connected or registered.
+            it); nothing is left connected or registered. ``TASKEVENTS_REDIS_URL``
+            together with a Flask-SocketIO ``message_queue`` is refused too: both would
+            carry every update to every process, and clients would get each twice.
         :raises UsageError: the extension is already set up for ``app``.
         """
         if "taskevents" in app.extensions:
@@ -216,7 +333,19 @@ class TaskEvents:
                 raise _config_error(key, "a URL path starting with '/'", path)
         specs = _adapter_specs(config["TASKEVENTS_ADAPTERS"])
         subjects = _subjects(config["TASKEVENTS_SUBJECTS"])
-        emitter = self._emitter or Emitter(source=config["TASKEVENTS_SOURCE"] or app.import_name)
+        given = self._emitter  # the app's, or the one made for this extension's first app
+        redis_store = _redis_store(config, socketio, given)
+        try:
+            emitter = self._emitter or Emitter(
+                source=config["TASKEVENTS_SOURCE"] or app.import_name, state=redis_store
+            )
+        except BaseException:
+            if redis_store is not None:
+                redis_store.close()
+            raise
+        bridged: object = redis_store
+        if given is not None and config["TASKEVENTS_REDIS_URL"] is not None:
+            bridged = given.state  # a RedisStateStore: _redis_store checked it
         if socketio is None:
             try:
                 from flask_socketio import SocketIO
@@ -243,11 +372,17 @@ class TaskEvents:
                 authorize=authorize,
             )
         except ValidationError as exc:
+            if redis_store is not None:
+                redis_store.close()
             if exc.field in ("server", "emitter"):
                 raise
             key = f"TASKEVENTS_{exc.field.upper()}"
             raise _config_error(key, exc.expected, config.get(key)) from exc
-        state = TaskEventsState(emitter, socketio, adapter)
+        except BaseException:
+            if redis_store is not None:
+                redis_store.close()
+            raise
+        state = TaskEventsState(emitter, socketio, adapter, redis_store=redis_store)
         try:
             for name, options in specs:
                 try:
@@ -288,6 +423,11 @@ class TaskEvents:
         adapter.connect(emitter)
         for other in state.adapters:
             other.connect(emitter)
+        if bridged is not None:
+            from taskevents.redis import RedisStateStore
+
+            assert isinstance(bridged, RedisStateStore)
+            state.bridge = _acquire_bridge(bridged)
         # Flask checks TRUSTED_HOSTS on its routes only; Flask-SocketIO's middleware
         # answers /socket.io/ before Flask sees the request, so check it out here.
         app.wsgi_app = HostCheck(  # type: ignore[method-assign]

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TypeVar
 
 from taskevents._checks import number, positive_int
@@ -26,7 +26,7 @@ from taskevents.adapters.socketio._frames import guard_frames
 from taskevents.emitter import Emitter
 from taskevents.events import OUTCOME_TYPES, TaskEvent
 from taskevents.exceptions import ValidationError
-from taskevents.signals import subject_forgotten
+from taskevents.signals import REMOTE, subject_forgotten
 from taskevents.state import SubjectState
 
 from .protocol import (
@@ -127,7 +127,14 @@ class _Plain:
 _plain: _Plain | None = None
 
 
-def _emit_direct(sio: Any, name: str, payload: dict[str, Any], room: str, namespace: str) -> bool:
+def _emit_direct(
+    sio: Any,
+    name: str,
+    payload: dict[str, Any],
+    room: str,
+    namespace: str,
+    skip: Collection[str] = (),
+) -> bool:
     """Send what ``sio.emit(name, payload, room=room, namespace=namespace)`` sends -- the
     same Engine.IO packet, character for character, to the same participants -- and
     return True; or send nothing and return False where that could differ, so that the
@@ -173,7 +180,9 @@ def _emit_direct(sio: Any, name: str, payload: dict[str, Any], room: str, namesp
     packet = plain.eio_packet(plain.message, f"{head}[{quoted},{text}]")
     send = sio.eio.send_packet
     closed = plain.socket_closed
-    for _sid, eio_sid in manager.get_participants(namespace, room):
+    for sid, eio_sid in manager.get_participants(namespace, room):
+        if skip and sid in skip:
+            continue
         try:
             send(eio_sid, packet)
         except closed:
@@ -229,7 +238,9 @@ class SocketIOAdapter(BackgroundAdapter):
     """
 
     #: Every process's events, when a :class:`taskevents.redis.RedisBridge` brings them
-    #: in: each web process serves its own clients, whichever process emitted.
+    #: in: each web process serves its own clients, whichever process emitted. A new
+    #: subscriber is not sent an update its snapshot (or resume) already holds, whichever
+    #: process emitted it, nor does it miss one that arrives while it subscribes.
     remote = True
 
     def __init__(
@@ -306,6 +317,13 @@ class SocketIOAdapter(BackgroundAdapter):
         self._clients_lock = threading.Lock()
         self._still_busy: set[str] = set()
         self._pending_joins: set[tuple[str, str]] = set()
+        # subject -> sid -> the seq of the snapshot the client joined with: updates up to
+        # it are not sent to it (see _join). Under _clients_lock; one entry per live
+        # subscription at most, gone once an update passes it.
+        self._floors: dict[str, dict[str, int]] = {}
+        # Held while a subscribe reads its snapshot and queues the join, and while an
+        # event of another process is queued (see _receive).
+        self._remote_gate = threading.Lock()
         #: Identifies this server's event stream; a client that resumes with another
         #: stream's ``since`` (the server restarted) is told to resync.
         self.stream_id = uuid.uuid4().hex[:16]
@@ -368,14 +386,51 @@ class SocketIOAdapter(BackgroundAdapter):
             self._still_busy.add(event.id)
         super().handle(event)
 
+    def _receive(self, sender: object, *, event: TaskEvent) -> None:
+        if sender is REMOTE:
+            # An event of another process is not held back by this emitter's ordered():
+            # queue it either before a subscribe's snapshot is read or after its join is
+            # queued, never in between, so that no client misses it (see _join).
+            with self._remote_gate:
+                super()._receive(sender, event=event)
+        else:
+            super()._receive(sender, event=event)
+
     def deliver(self, event: TaskEvent) -> None:
         still_busy = bool(self._still_busy) and event.id in self._still_busy
         payload = update_payload(event, still_busy=still_busy)
         room = room_for(event.subject)
-        if not _emit_direct(self.sio, "task_status_update", payload, room, self.namespace):
-            self.sio.emit("task_status_update", payload, room=room, namespace=self.namespace)
+        skip = self._skip_for(event) if event.subject in self._floors else ()
+        if not _emit_direct(self.sio, "task_status_update", payload, room, self.namespace, skip):
+            self.sio.emit(
+                "task_status_update",
+                payload,
+                room=room,
+                namespace=self.namespace,
+                skip_sid=list(skip) or None,
+            )
         if still_busy:
             self._still_busy.discard(event.id)
+
+    def _skip_for(self, event: TaskEvent) -> set[str]:
+        """The clients of the room that have ``event`` in their snapshot already; the
+        floors it passes are dropped."""
+        with self._clients_lock:
+            floors = self._floors.get(event.subject)
+            if floors is None:
+                return set()
+            skip = {sid for sid, seq in floors.items() if event.seq <= seq}
+            for sid in [sid for sid in floors if sid not in skip]:
+                del floors[sid]
+            if not floors:
+                del self._floors[event.subject]
+            return skip
+
+    def _drop_floor(self, sid: str, subject: str) -> None:
+        """Forget a client's floor for ``subject``; called with _clients_lock held."""
+        floors = self._floors.get(subject)
+        if floors is not None and floors.pop(sid, None) is not None and not floors:
+            del self._floors[subject]
 
     def _send(self, sid: str, name: str, payload: Mapping[str, Any]) -> None:
         self.sio.emit(name, payload, to=sid, namespace=self.namespace)
@@ -488,7 +543,9 @@ class SocketIOAdapter(BackgroundAdapter):
             self._on_unknown("disconnect", sid)
             return
         with self._clients_lock:
-            self._clients.pop(sid, None)
+            client = self._clients.pop(sid, None)
+            for subject in client.subjects if client is not None else ():
+                self._drop_floor(sid, subject)
 
     def _expire(self) -> None:
         """Close connections whose identity has expired; runs while any may."""
@@ -547,6 +604,7 @@ class SocketIOAdapter(BackgroundAdapter):
             for sid, client, name in refusals:
                 if self._clients.get(sid) is client and name in client.subjects:
                     client.subjects.discard(name)
+                    self._drop_floor(sid, name)
                     withdrawn.append((sid, name))
         for sid, name in withdrawn:
             self.sio.leave_room(sid, room_for(name), namespace=self.namespace)
@@ -562,6 +620,7 @@ class SocketIOAdapter(BackgroundAdapter):
             sids = [sid for sid, client in self._clients.items() if subject in client.subjects]
             for sid in sids:
                 self._clients[sid].subjects.discard(subject)
+            self._floors.pop(subject, None)
         for sid in sids:
             self.sio.leave_room(sid, room_for(subject), namespace=self.namespace)
             self._send(sid, "unsubscribed", {"config_name": subject, "reason": reason})
@@ -619,9 +678,11 @@ class SocketIOAdapter(BackgroundAdapter):
                 return  # the join already queued answers this one too
             self._pending_joins.add((sid, subject))
         since = effective_since(request.since, request.stream, self.stream_id)
-        with self.emitter.ordered(subject):
+        with self.emitter.ordered(subject), self._remote_gate:
             # No event of the subject reaches the adapter until the worker has the join in
-            # its queue, so the client gets exactly the events after the snapshot.
+            # its queue, so the client gets exactly the events after the snapshot. (An
+            # event of another process may be in the snapshot and still come after the
+            # join: the join's floor keeps it from the client.)
             snapshot = state.snapshot(subject)
             replay = state.history(subject, since) if since is not None and since >= 0 else None
             if snapshot is not None:
@@ -641,6 +702,9 @@ class SocketIOAdapter(BackgroundAdapter):
             client = self._clients.get(sid)
             if client is None or subject not in client.subjects:
                 return  # gone, or unsubscribed meanwhile
+            # What the snapshot (or the resume) gives the client, it is not sent again:
+            # whatever process emitted, its updates go on from the snapshot's seq.
+            self._floors.setdefault(subject, {})[sid] = snapshot.seq
             self.sio.enter_room(sid, room_for(subject), namespace=self.namespace)
         for name, payload in join_messages(snapshot, since, replay, self.stream_id):
             self._send(sid, name, payload)
@@ -661,6 +725,7 @@ class SocketIOAdapter(BackgroundAdapter):
             if client is None:
                 return
             if subject not in client.subjects:
+                self._drop_floor(sid, subject)
                 self.sio.leave_room(sid, room_for(subject), namespace=self.namespace)
         self._send(sid, "unsubscribed", {"config_name": subject})
 
