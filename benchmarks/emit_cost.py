@@ -37,13 +37,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import blinker
 
 from taskevents import Adapter, Emitter, TaskEvent
 from taskevents.signals import SIGNALS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness.machine import package_version
 
 __all__ = ["Case", "Result", "format_table", "main", "make_cases", "run"]
 
@@ -363,13 +366,6 @@ def target_check(results: Sequence[Result]) -> tuple[float, bool]:
     return ratio, ratio <= TARGET_RATIO
 
 
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def environment() -> dict[str, Any]:
     """What the numbers were measured on."""
     return {
@@ -378,7 +374,8 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "versions": {
-            name: _version(name) for name in ("taskevents", "blinker", "pyee", "pypubsub", "django")
+            name: package_version(name)
+            for name in ("taskevents", "blinker", "pyee", "pypubsub", "django")
         },
     }
 

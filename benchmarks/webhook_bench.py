@@ -44,11 +44,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
 import urllib3
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness.machine import load_average, package_version
 
 from taskevents import Emitter, TaskEvent
 from taskevents.adapters.outbox import NewDelivery
@@ -744,20 +746,6 @@ def emit_table(costs: Sequence[EmitCost]) -> str:
     return table(header, rows, (False, True, True, True, True, True, True, True))
 
 
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def environment() -> dict[str, Any]:
     """What the numbers were measured on."""
     return {
@@ -766,7 +754,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "sqlite": sqlite3.sqlite_version,
-        "versions": {name: _version(name) for name in ("taskevents", "urllib3", "blinker")},
+        "versions": {name: package_version(name) for name in ("taskevents", "urllib3", "blinker")},
     }
 
 
@@ -888,7 +876,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
     print(
         f"webhook bench: Python {env['python']} on {env['platform']} ({env['cpu_count']} CPUs); "
-        f"{versions}; SQLite {env['sqlite']}; load average {_load()}",
+        f"{versions}; SQLite {env['sqlite']}; load average {load_average()}",
         flush=True,
     )
     print(
@@ -1024,7 +1012,7 @@ def _report(
         )
     for text, passed in checks:
         print(f"{'PASS' if passed else 'FAIL'} {text}")
-    print(f"wall time: {wall:.1f} s; load average {_load()}")
+    print(f"wall time: {wall:.1f} s; load average {load_average()}")
 
     if args.json:
         document = {

@@ -10,7 +10,6 @@ import statistics
 import subprocess
 from collections.abc import Sequence
 from contextlib import suppress
-from importlib import metadata
 from typing import Any
 
 from .config import (
@@ -24,6 +23,7 @@ from .config import (
     TIMES,
     BenchError,
 )
+from .machine import load_average, package_version
 from .measure import FloodSummary, Row, Settings, label_of, summarize_flood
 
 __all__ = [
@@ -216,23 +216,9 @@ def flood_targets(floods: Sequence[FloodSummary]) -> list[str]:
     return lines
 
 
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def environment(node: str | None) -> dict[str, Any]:
     versions = {
-        name: _version(name)
+        name: package_version(name)
         for name in (
             "taskevents",
             "flask",
