@@ -1444,7 +1444,6 @@ class DurableAdapter(Adapter):
                     progress,
                 )
             )
-        self._counts["received"] += 1
         self._write(rows, now)
 
     def _note_written(self, rows: Sequence[NewDelivery], written: Sequence[int]) -> None:
@@ -1463,7 +1462,11 @@ class DurableAdapter(Adapter):
                 self._last_progress.pop(key, None)
 
     def _write(self, rows: list[NewDelivery], now: float) -> None:
+        """Write one event's rows (or hold them), and count it: emitting threads run
+        this concurrently, so the counters change under the lock."""
         if self._unwritten:  # keep the order: behind what is waiting to be written
+            with self._cond:
+                self._counts["received"] += 1
             self._hold(rows)
             return
         try:
@@ -1472,17 +1475,20 @@ class DurableAdapter(Adapter):
             self.write_errors.report(
                 exc, "to write to the outbox; rows wait in memory", traceback=False
             )
+            with self._cond:
+                self._counts["received"] += 1
             self._hold(rows)
             return
         self._note_written(rows, written)
         replaced = written.count(REPLACED)
-        self._counts["written"] += len(written) - replaced
-        self._counts["coalesced"] += replaced
-        if NEW_LANE in written:  # a lane with rows is already some worker's business
-            with self._cond:
-                if not self._wake:
-                    self._wake = True
-                    self._cond.notify()
+        with self._cond:
+            self._counts["received"] += 1
+            self._counts["written"] += len(written) - replaced
+            self._counts["coalesced"] += replaced
+            # a lane with rows already is some worker's business: wake one for a new lane
+            if NEW_LANE in written and not self._wake:
+                self._wake = True
+                self._cond.notify()
 
     def _hold(self, rows: list[NewDelivery]) -> None:
         """Keep rows in memory while the outbox cannot be written: a newer progress
