@@ -21,6 +21,7 @@ __all__ = [
     "AdapterNotFound",
     "MissingDependency",
     "NoRunningTask",
+    "StoreUnavailable",
     "SubjectBusy",
     "TaskEventsError",
     "ValidationError",
@@ -123,3 +124,11 @@ class MissingDependency(TaskEventsError, ImportError):
             f"{needed_by} needs the {package!r} package, which is not installed; "
             f"install it with: pip install 'taskevents[{extra}]'"
         )
+
+
+class StoreUnavailable(TaskEventsError):
+    """The state store's server could not be reached in time, or refused the operation
+    (e.g. out of memory, a read-only replica, a wrong password): raised by
+    :class:`taskevents.redis.RedisStateStore` (and exported there too). The operation may
+    or may not have taken effect when the connection was lost after the request was sent.
+    """

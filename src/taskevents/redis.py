@@ -28,7 +28,10 @@ name (``:`` and ``*`` included) maps to its own keys:
     a stream of every process's events, newest last, trimmed to about
     ``events_size`` entries: what :class:`RedisBridge` reads. Fields: ``o`` (the
     recording store's :attr:`~RedisStateStore.origin`), ``j`` (the subject), ``q`` (the
-    seq), then those of the history.
+    seq), then those of the history; or, when a subject was forgotten, ``o``, ``j`` and
+    ``f``.
+``{prefix}:stream``
+    the :attr:`~RedisStateStore.stream_id`, made by the first process that asks.
 ``{prefix}:subjects``
     a set of every known subject.
 ``{prefix}:idle``
@@ -48,6 +51,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 from taskevents._checks import name as check_name
 from taskevents._checks import number, positive_int
@@ -66,12 +70,12 @@ from taskevents.events import (
 )
 from taskevents.exceptions import (
     NoRunningTask,
+    StoreUnavailable,
     SubjectBusy,
-    TaskEventsError,
     UsageError,
     ValidationError,
 )
-from taskevents.signals import REMOTE, SIGNALS
+from taskevents.signals import REMOTE, SIGNALS, bridging_for, subject_forgotten
 from taskevents.state import SubjectState, TaskInfo
 
 if TYPE_CHECKING:
@@ -83,13 +87,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisBridge", "RedisStateStore", "StoreUnavailable"]
 
 logger = logging.getLogger("taskevents")
-
-
-class StoreUnavailable(TaskEventsError):
-    """The state store's server could not be reached in time, or refused the operation
-    (e.g. out of memory, a read-only replica, a wrong password). The operation may or may
-    not have taken effect when the connection was lost after the request was sent.
-    """
 
 
 _URL_EXPECTED = "a Redis URL such as redis://127.0.0.1:6379/0 (redis://, rediss:// or unix://)"
@@ -272,7 +269,8 @@ end
 redis.call('ZREM', idle_key, ARGV[1])
 """
 
-# ARGV: subject. Returns 1 (forgotten), 0 (unknown) or {running id, running type} (busy).
+# KEYS[5]: the stream of every process's events. ARGV: subject, origin, events size.
+# Returns 1 (forgotten), 0 (unknown) or {running id, running type} (busy).
 _FORGET = """
 local got = redis.call('HMGET', skey, 'seq', 'running')
 if not got[1] then return 0 end
@@ -286,6 +284,8 @@ end
 redis.call('DEL', skey, hkey)
 redis.call('SREM', subjects_key, ARGV[1])
 redis.call('ZREM', idle_key, ARGV[1])
+-- published too, so that every process's subscribers hear of it, in stream order
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], '*', 'o', ARGV[2], 'j', ARGV[1], 'f', '1')
 return 1
 """
 
@@ -369,8 +369,8 @@ class RedisStateStore:
     Thread-safe.
 
     Nothing is sent to the server before the first operation; an operation that cannot
-    reach it in time raises :class:`StoreUnavailable` (nothing is retried: an event
-    recorded twice would take two seqs).
+    reach it in time raises :class:`~taskevents.StoreUnavailable` (nothing is retried:
+    an event recorded twice would take two seqs).
 
     :param url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS)
         or ``unix:///path/to/socket?db=0``; options in its query (e.g.
@@ -386,6 +386,9 @@ class RedisStateStore:
         behind misses some, and says so.
     :param socket_timeout: seconds to wait for the server's answer...
     :param socket_connect_timeout: ...and for a connection.
+    :param max_connections: at most this many connections to the server at once (each
+        operation holds one while it runs); an operation that finds them all busy waits
+        for one, up to ``socket_connect_timeout``.
     :raises ValidationError: a malformed ``url`` or another bad argument, naming it.
     :raises MissingDependency: the ``redis`` package is not installed.
     """
@@ -400,6 +403,7 @@ class RedisStateStore:
         events_size: int = 10_000,
         socket_timeout: float = 2.0,
         socket_connect_timeout: float = 2.0,
+        max_connections: int = 50,
     ) -> None:
         self.prefix = check_name(prefix, "prefix")
         self.history_size = positive_int(history_size, "history_size")
@@ -408,6 +412,10 @@ class RedisStateStore:
         #: What marks the events this store records in ``{prefix}:events``, unique to
         #: the store: a :class:`RedisBridge` on it skips them, as this process has them.
         self.origin = uuid.uuid4().hex
+        self._stream_id = uuid.uuid4().hex[:16]
+        #: The name of the store's connections on the server (``CLIENT LIST``), unless
+        #: the URL sets ``client_name``.
+        self.client_name = f"taskevents-store-{self.origin}"
         socket_timeout = number(socket_timeout, "socket_timeout", above=0)
         socket_connect_timeout = number(socket_connect_timeout, "socket_connect_timeout", above=0)
         if not isinstance(url, str):
@@ -418,12 +426,17 @@ class RedisStateStore:
         no_backoff = importlib.import_module("redis.backoff").NoBackoff
         self._errors: type[Exception] = module.RedisError
         try:
-            pool = module.ConnectionPool.from_url(
+            # Blocking: many greenlets subscribing at once wait for a connection rather
+            # than fail (the plain pool raises past its limit).
+            pool = module.BlockingConnectionPool.from_url(
                 url,
                 decode_responses=True,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_connect_timeout,
                 retry=retry(no_backoff(), 0),
+                max_connections=positive_int(max_connections, "max_connections"),
+                timeout=socket_connect_timeout,
+                client_name=self.client_name,
             )
             # What the pool does on first use, done now: bad options fail here.
             pool.connection_class(**pool.connection_kwargs)
@@ -431,6 +444,13 @@ class RedisStateStore:
             raise ValidationError(
                 "url", f"{_URL_EXPECTED}; {safe_message(exc, 200)}", self._where
             ) from None
+        parts = urlsplit(url)
+        database = parts.path.strip("/")
+        if parts.scheme in ("redis", "rediss") and database and not database.isdigit():
+            # redis-py would take database 0 without a word.
+            raise ValidationError(
+                "url", f"{_URL_EXPECTED}; the path, if any, is the database number", self._where
+            )
         self._pool = pool
         self._client: redis.Redis = module.Redis(connection_pool=pool)
         self._subjects_key = f"{prefix}:subjects"
@@ -447,6 +467,36 @@ class RedisStateStore:
     def __repr__(self) -> str:
         return f"<RedisStateStore {self._where} prefix={self.prefix!r}>"
 
+    #: Every process on the same server and prefix numbers a subject's events in one
+    #: sequence (what lets a Socket.IO client resume on another process).
+    shared = True
+
+    @property
+    def stream_id(self) -> str:
+        """Names the sequence this store's seqs belong to: the same in every process on
+        the same server and ``prefix`` (kept in ``{prefix}:stream``), and a new one if
+        the server lost the prefix's keys (a restart without persistence, a flush), as
+        the seqs then start again. A Socket.IO client that resumes with a seq of another
+        stream is sent a fresh snapshot. Read from the server each time; while it
+        cannot be reached, the last value read (or, before any, one of this process's
+        own, which makes resuming clients take a snapshot)."""
+        value = self._read_stream_id()
+        if value is not None:
+            self._stream_id = value
+        return self._stream_id
+
+    def _read_stream_id(self) -> str | None:
+        """The stream id on the server (made if missing), or None if unreachable."""
+        key = f"{self.prefix}:stream"
+        try:
+            value = self._client.get(key)
+            if value is None:
+                self._client.set(key, uuid.uuid4().hex[:16], nx=True)
+                value = self._client.get(key)
+        except self._errors:
+            return None
+        return value if isinstance(value, str) and value else None
+
     def _keys(self, subject: str) -> list[str]:
         prefix = self.prefix
         return [
@@ -460,6 +510,17 @@ class RedisStateStore:
         return StoreUnavailable(
             f"the Redis state store at {self._where} is unavailable: {safe_message(exc)}"
         )
+
+    def ping(self) -> None:
+        """Check that the server answers (what the Flask extension does at start-up).
+
+        :raises ~taskevents.StoreUnavailable: it does not, within the timeouts, or
+            refuses (e.g. a wrong password).
+        """
+        try:
+            self._client.ping()
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
 
     def close(self) -> None:
         """Close the connections to the server. The store is not used afterwards."""
@@ -710,7 +771,9 @@ class RedisStateStore:
     def forget(self, subject: str) -> bool:
         """See :meth:`taskevents.StateStore.forget`: one script on the server."""
         try:
-            reply = self._forget(self._keys(subject), [subject])
+            reply = self._forget(
+                [*self._keys(subject), self._events_key], [subject, self.origin, self.events_size]
+            )
         except self._errors as exc:
             raise self._unavailable(exc) from exc
         if isinstance(reply, list):
@@ -783,8 +846,10 @@ class RedisBridge:
 
     Events of a type declared with :func:`~taskevents.define_event_type` arrive only if
     this process declared the type too; others are skipped, with one warning per type.
-    :data:`~taskevents.signals.subject_forgotten` is not carried. Start one bridge per
-    store: two would send each event twice. Receivers run in the bridge's thread.
+    A subject forgotten by another process (:meth:`~taskevents.Emitter.forget`, or its
+    retention policy) is sent on :data:`~taskevents.signals.subject_forgotten`, by
+    :data:`~taskevents.signals.REMOTE`, with the reason ``"forgotten"``. Start one bridge
+    per store: two would send each event twice. Receivers run in the bridge's thread.
 
     :param store: the store whose server, ``prefix`` and connection options to use.
     :param block_ms: how long, in milliseconds, one read waits on the server for new
@@ -818,6 +883,9 @@ class RedisBridge:
         self._client: redis.Redis = module.Redis(connection_pool=self._pool)
         self._key = store._events_key
         self._last_id: str | None = None
+        # The store's stream id when the bridge found its position: another one later
+        # means the server lost its data (and the stream with it).
+        self._stream_id: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._unknown_types: set[str] = set()
@@ -843,6 +911,7 @@ class RedisBridge:
         # If the server does not answer, the thread finds the end once it does.
         with contextlib.suppress(self._errors):
             self._last_id = self._tail()
+            self._stream_id = self.store._read_stream_id()
         self._thread = threading.Thread(
             target=self._run, name="taskevents-redis-bridge", daemon=True
         )
@@ -879,6 +948,7 @@ class RedisBridge:
         return str(newest[0][0]) if newest else "0-0"
 
     def _run(self) -> None:
+        bridging_for(self.store.origin)
         delay = self.retry_initial
         outage = False
         check = False  # whether the stream may have been trimmed past our position
@@ -886,6 +956,7 @@ class RedisBridge:
             try:
                 if self._last_id is None:
                     self._last_id = self._tail()
+                    self._stream_id = self.store._read_stream_id()
                 elif check:
                     self._check_missed(self._last_id)
                     check = False
@@ -930,13 +1001,33 @@ class RedisBridge:
                 check = True  # behind: the stream may be trimmed before we catch up
 
     def _check_missed(self, last_id: str) -> None:
-        """Log a warning if the stream was trimmed past ``last_id``: its oldest entry is
-        newer (trimming drops the oldest first; a read entry may have gone with unread
-        ones), or an entry newer than it was deleted."""
+        """Log a warning if events after ``last_id`` were lost before they were read:
+        the stream was trimmed past it (its oldest entry is newer; trimming drops the
+        oldest first, a read entry may have gone with unread ones), an entry newer than
+        it was deleted, or the stream is gone or new (the server lost its data: the
+        store's stream id changed), and then read the stream from its start."""
+        stream_id = self.store._read_stream_id()
+        renewed = None not in (stream_id, self._stream_id) and stream_id != self._stream_id
+        if stream_id is not None:
+            self._stream_id = stream_id
         try:
             info = self._client.xinfo_stream(self._key)
         except self._no_stream:
-            return  # no stream (yet): nothing to miss
+            info = None
+        if info is None or renewed:
+            if last_id != "0-0":
+                # It was there when read last: the server lost its data (a restart
+                # without persistence, a flush) or someone deleted the key.
+                logger.warning(
+                    "RedisBridge missed events: %s is gone (the server lost its data, or "
+                    "the key was deleted) after event %s; events recorded before then that "
+                    "this process had not read are lost to its receivers. Reading it anew "
+                    "from its start",
+                    self._key,
+                    last_id,
+                )
+                self._last_id = "0-0"
+            return
         position = _id_key(last_id)
         first = info.get("first-entry")
         deleted = info.get("max-deleted-entry-id")  # Redis 7 and later
@@ -945,8 +1036,9 @@ class RedisBridge:
         )
         if missed:
             logger.warning(
-                "RedisBridge missed events: %s was trimmed past event %s before it was "
-                "read (raise events_size?); this process's receivers did not get them",
+                "RedisBridge missed events: %s was trimmed (raise events_size?) or lost "
+                "with the server's data past event %s before it was read; this process's "
+                "receivers did not get them",
                 self._key,
                 last_id,
             )
@@ -954,6 +1046,9 @@ class RedisBridge:
     def _dispatch(self, fields: Mapping[str, str]) -> None:
         if fields.get("o") == self.store.origin:
             return  # this process's own: delivered here when emitted
+        if "f" in fields:
+            subject_forgotten.send(REMOTE, subject=fields["j"], reason="forgotten")
+            return
         type_ = fields["y"]
         if not is_event_type(type_):
             if type_ not in self._unknown_types and len(self._unknown_types) < 1000:

@@ -73,6 +73,24 @@ class RemoteSender:
 #: ``sender=REMOTE`` for those events only; tell them apart with ``sender is REMOTE``.
 REMOTE: Final = RemoteSender()
 
+# Set in a bridge's thread: the ``origin`` of the store whose bridge is sending. With two
+# bridges in one process (two apps, each on its own store), an adapter takes the remote
+# events of its own emitter's store's bridge only (see Adapter._takes).
+_bridging = threading.local()
+
+
+def bridging_for(origin: str | None) -> None:
+    """Mark the calling thread as a bridge of the store with ``origin`` (None: not a
+    bridge). For bridge implementations."""
+    _bridging.origin = origin
+
+
+def bridged_by() -> str | None:
+    """The ``origin`` of the store whose bridge runs the calling thread, if any."""
+    origin: str | None = getattr(_bridging, "origin", None)
+    return origin
+
+
 _reporters: dict[str, ErrorReporter] = {}
 _reporters_lock = threading.Lock()
 

@@ -3,6 +3,7 @@
 python -m tests.redis.emit_process flood URL PREFIX INDEX COUNT SUBJECT...
 python -m tests.redis.emit_process race URL PREFIX INDEX ROUNDS
 python -m tests.redis.emit_process tasks URL PREFIX INDEX COUNT SUBJECT...
+python -m tests.redis.emit_process lifecycle URL PREFIX INDEX COUNT SUBJECT
 
 ``flood`` and ``race`` wait at a barrier (``{PREFIX}:ready``/``{PREFIX}:go`` lists; one
 pair per round when racing) so that all start together; ``tasks`` starts at once. Each
@@ -88,6 +89,18 @@ def tasks(url: str, prefix: str, index: int, count: int, subjects: list[str]) ->
                 print(json.dumps(event.to_dict()))
 
 
+def lifecycle(url: str, prefix: str, index: int, count: int, subject: str) -> None:
+    """``count`` tasks on ``subject``, each started then completed, side by side with
+    other processes' tasks (``exclusive=False``): lifecycle events only, never coalesced."""
+    with RedisStateStore(url, prefix=prefix) as store:
+        emitter = Emitter(source=f"process-{index}", state=store, exclusive=False)
+        for n in range(count):
+            started = emitter.started(subject, "lifecycle", task_id=f"p{index}-{n}")
+            completed = emitter.completed(subject, {}, task_id=started.task_id)
+            for event in (started, completed):
+                print(json.dumps({"subject": subject, "seq": event.seq, "id": event.id}))
+
+
 def main(argv: list[str]) -> None:
     mode, url, prefix, index = argv[:4]
     if mode == "flood":
@@ -96,6 +109,8 @@ def main(argv: list[str]) -> None:
         race(url, prefix, int(index), int(argv[4]))
     elif mode == "tasks":
         tasks(url, prefix, int(index), int(argv[4]), argv[5:])
+    elif mode == "lifecycle":
+        lifecycle(url, prefix, int(index), int(argv[4]), argv[5])
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -805,3 +805,31 @@ def test_exactly_one_of_two_racing_processes_starts_the_task(
         assert snapshot is not None
         assert snapshot.seq == 1
         assert [task.task_id for task in snapshot.running] == [winner["task_id"]]
+
+
+def test_more_threads_than_connections_wait_for_one_instead_of_failing(
+    redis_url: str, prefix: str
+) -> None:
+    with RedisStateStore(redis_url, prefix=prefix, max_connections=2) as store:
+        emitter = Emitter(source="tests", state=store)
+        emitter.register("aws01")
+        failures: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                for _ in range(20):
+                    assert store.snapshot("aws01") is not None
+            except BaseException as exc:  # collected, asserted below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=read) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert failures == []
+
+
+def test_max_connections_is_validated(redis_url: str) -> None:
+    with pytest.raises(ValidationError, match="max_connections"):
+        RedisStateStore(redis_url, max_connections=0)

@@ -39,7 +39,7 @@ from taskevents._checks import number, positive_int
 from taskevents._reporting import ErrorReporter
 from taskevents.events import TASK_PROGRESS, TaskEvent, event_types
 from taskevents.exceptions import ValidationError
-from taskevents.signals import REMOTE, SIGNALS
+from taskevents.signals import REMOTE, SIGNALS, bridged_by
 
 __all__ = ["Adapter", "BackgroundAdapter", "CallableAdapter"]
 
@@ -127,6 +127,7 @@ class Adapter(abc.ABC):
         self.subjects: frozenset[str] | None = _check_subjects(subjects)
         self.errors = ErrorReporter(f"adapter {type(self).__name__}")
         self._connected_to: list[Any] = []
+        self._store_origin: str | None = None
 
     @abc.abstractmethod
     def handle(self, event: TaskEvent) -> None:
@@ -160,6 +161,8 @@ class Adapter(abc.ABC):
         senders = [sender]
         if self.remote and sender is not blinker.ANY and REMOTE not in self._connected_to:
             senders.append(REMOTE)
+            origin = getattr(getattr(sender, "state", None), "origin", None)
+            self._store_origin = origin if isinstance(origin, str) else None
         for one in senders:
             for type_ in self.types:
                 SIGNALS[type_].connect(self._receive, sender=one, weak=False)
@@ -191,9 +194,20 @@ class Adapter(abc.ABC):
     ) -> None:
         self.close()
 
+    def _takes(self, sender: object) -> bool:
+        """Whether to take an event from ``sender``: another process's (from REMOTE) only
+        with :attr:`remote`, and then only from the bridge of the connected emitter's
+        store, if it has an ``origin`` (two apps in one process, each with a bridge)."""
+        if sender is not REMOTE:
+            return True
+        if not self.remote:
+            return False  # another process's event, for that process's own adapters
+        origin = self._store_origin
+        return origin is None or bridged_by() in (None, origin)
+
     def _receive(self, sender: object, *, event: TaskEvent) -> None:
-        if sender is REMOTE and not self.remote:
-            return  # another process's event, for that process's own adapters
+        if sender is REMOTE and not self._takes(sender):
+            return
         subjects = self.subjects
         if subjects is not None and event._subject not in subjects:
             return

@@ -22,6 +22,7 @@ from werkzeug.exceptions import (
 
 from taskevents.adapters.socketio import SocketIOAdapter
 from taskevents.adapters.socketio.protocol import snapshot_payload, timestamp
+from taskevents.exceptions import StoreUnavailable
 
 __all__ = ["API_ERROR_CODES", "api_blueprint", "json_error", "json_errors_under"]
 
@@ -64,6 +65,13 @@ def api_blueprint(identify: Identify, adapter: Callable[[], SocketIOAdapter]) ->
         if snapshot is None or not served.allowed(identity, subject):
             return json_error(404, f"unknown config_name {subject!r}", config_name=subject)
         return flask.jsonify(snapshot_payload(snapshot))
+
+    @api.errorhandler(StoreUnavailable)
+    def unavailable(error: StoreUnavailable) -> flask.Response:
+        # Not the exception's text: it names the server.
+        response = json_error(503, "the state store is unavailable; try again shortly")
+        response.headers["Retry-After"] = "1"
+        return response
 
     return api
 

@@ -29,6 +29,7 @@ from taskevents.events import json_copy
 from taskevents.exceptions import (
     AdapterNotFound,
     MissingDependency,
+    StoreUnavailable,
     TaskEventsError,
     UsageError,
     ValidationError,
@@ -206,12 +207,18 @@ def _redis_store(
             )
         return None
     try:
-        return RedisStateStore(url, prefix="taskevents" if prefix is None else prefix)
+        store = RedisStateStore(url, prefix="taskevents" if prefix is None else prefix)
     except ValidationError as exc:
         key = {"url": "TASKEVENTS_REDIS_URL", "prefix": "TASKEVENTS_REDIS_PREFIX"}.get(
             exc.field, exc.field
         )
         raise _config_error(key, exc.expected, exc.got) from None
+    try:
+        store.ping()
+    except StoreUnavailable as exc:
+        store.close()
+        raise StoreUnavailable(f"TASKEVENTS_REDIS_URL: {exc}") from None
+    return store
 
 
 def _socketio_path(app: flask.Flask, socketio: Any) -> str:

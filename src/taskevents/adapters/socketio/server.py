@@ -25,7 +25,7 @@ from taskevents.adapters.socketio._backlog import BacklogGuard
 from taskevents.adapters.socketio._frames import guard_frames
 from taskevents.emitter import Emitter
 from taskevents.events import OUTCOME_TYPES, TaskEvent
-from taskevents.exceptions import ValidationError
+from taskevents.exceptions import StoreUnavailable, ValidationError
 from taskevents.signals import REMOTE, subject_forgotten
 from taskevents.state import SubjectState
 
@@ -58,10 +58,19 @@ logger = logging.getLogger("taskevents")
 H = TypeVar("H", bound=Callable[..., None])
 
 
+_EVENT_OF = {
+    "_on_subscribe": "subscribe_task",
+    "_on_unsubscribe": "unsubscribe_task",
+    "_on_get_all": "get_all_tasks",
+}
+
+
 def _request(method: H) -> H:
     """A handler of a client request: the client is greeted first (so
     ``connection_status`` is always its first event), and a :class:`BadRequest` is
     answered with ``error``, to that client only."""
+
+    event = _EVENT_OF[method.__name__]
 
     @functools.wraps(method)
     def handler(self: SocketIOAdapter, sid: str, *args: Any) -> None:
@@ -70,6 +79,19 @@ def _request(method: H) -> H:
             method(self, sid, *args)
         except BadRequest as problem:
             self._send(sid, "error", problem.payload)
+        except StoreUnavailable as exc:
+            # Logged here; the client is not told the exception's text (it names the
+            # server), only that it may try again.
+            self.errors.report(exc, f"to answer {event}", traceback=False)
+            self._send(
+                sid,
+                "error",
+                {
+                    "message": f"{event}: the state store is unavailable; try again shortly",
+                    "event": event,
+                    "retry": True,
+                },
+            )
 
     return handler  # type: ignore[return-value]
 
@@ -324,9 +346,18 @@ class SocketIOAdapter(BackgroundAdapter):
         # Held while a subscribe reads its snapshot and queues the join, and while an
         # event of another process is queued (see _receive).
         self._remote_gate = threading.Lock()
-        #: Identifies this server's event stream; a client that resumes with another
-        #: stream's ``since`` (the server restarted) is told to resync.
-        self.stream_id = uuid.uuid4().hex[:16]
+        # This adapter's stream id, for a store that has none of its own (see stream_id),
+        # and the last one sent to a client.
+        self._own_stream = uuid.uuid4().hex[:16]
+        self._stream = self._own_stream
+        # With a store shared by processes (see _in_seq): subject -> the highest seq
+        # queued, and the ids of events queued before they arrived here. Under
+        # _remote_gate.
+        self._ordering = (
+            self.remote and self._every_type and bool(getattr(emitter.state, "shared", False))
+        )
+        self._queued_seq: dict[str, int] = {}
+        self._ahead: dict[str, set[str]] = {}
         self._handlers = (
             ("connect", self._on_connect),
             ("disconnect", self._on_disconnect),
@@ -360,11 +391,23 @@ class SocketIOAdapter(BackgroundAdapter):
         super().close(timeout)
         self._still_busy.clear()
 
+    @property
+    def stream_id(self) -> str:
+        """Names the stream the seqs sent to clients belong to; a client that resumes
+        with a seq of another stream is sent a fresh snapshot (``resync``). The store's
+        :attr:`~taskevents.redis.RedisStateStore.stream_id` when it has one, so that a
+        client can resume on any process sharing the store; otherwise the adapter's own
+        (a restarted server has a new one)."""
+        stream = getattr(self.emitter.state, "stream_id", None)
+        return stream if isinstance(stream, str) else self._own_stream
+
     def connect(self, emitter: object | None = None) -> SocketIOAdapter:
         """Start serving the events of ``emitter`` (by default the one given at
         construction)."""
         sender = self.emitter if emitter is None else emitter
         subject_forgotten.connect(self._on_forgotten, sender=sender, weak=False)
+        if self.remote:
+            subject_forgotten.connect(self._on_forgotten, sender=REMOTE, weak=False)
         return super().connect(sender)
 
     def disconnect(self) -> None:
@@ -387,7 +430,14 @@ class SocketIOAdapter(BackgroundAdapter):
         super().handle(event)
 
     def _receive(self, sender: object, *, event: TaskEvent) -> None:
-        if sender is REMOTE:
+        if self._ordering:
+            subjects = self.subjects
+            if (subjects is not None and event.subject not in subjects) or not self._takes(sender):
+                return
+            with self._remote_gate:
+                for one in self._in_seq(event):
+                    super()._receive(sender, event=one)
+        elif sender is REMOTE:
             # An event of another process is not held back by this emitter's ordered():
             # queue it either before a subscribe's snapshot is read or after its join is
             # queued, never in between, so that no client misses it (see _join).
@@ -395,6 +445,44 @@ class SocketIOAdapter(BackgroundAdapter):
                 super()._receive(sender, event=event)
         else:
             super()._receive(sender, event=event)
+
+    def _in_seq(self, event: TaskEvent) -> list[TaskEvent]:
+        """What to queue, in seq order, now that ``event`` is here. With a store shared by
+        processes, this process's own events arrive as they are emitted and the others'
+        through the bridge, a little later: one of ours can come before an earlier one
+        of another process. Then the events in between are read from the store's
+        history and queued first; when they arrive themselves, they are not queued
+        again."""
+        subject, seq = event.subject, event.seq
+        last = self._queued_seq.get(subject)
+        ahead = self._ahead.get(subject)
+        if last is None or seq == last + 1:
+            self._queued_seq[subject] = seq
+            return [event]
+        if seq <= last:
+            if ahead is not None and event.id in ahead:
+                ahead.discard(event.id)
+                if not ahead:
+                    del self._ahead[subject]
+                return []  # queued already, from the history
+            if seq != 1:
+                return []  # given twice (e.g. two bridges on one store): queued already
+            # A sequence that starts again (the store lost its data): from here on.
+            self._ahead.pop(subject, None)
+            self._queued_seq[subject] = seq
+            return [event]
+        try:
+            missed = self.emitter.state.history(subject, last) or []
+        except Exception as exc:  # the store unreachable: this one, at least, goes out
+            self.errors.report(exc, f"to read the events of {subject!r} after seq {last}")
+            missed = []
+        between = [one for one in missed if last < one.seq < seq and self.accepts(one)]
+        if between:
+            if ahead is None or len(ahead) > 10_000:  # some never come: keep it bounded
+                ahead = self._ahead[subject] = set()
+            ahead.update(one.id for one in between)
+        self._queued_seq[subject] = seq
+        return [*between, event]
 
     def deliver(self, event: TaskEvent) -> None:
         still_busy = bool(self._still_busy) and event.id in self._still_busy
@@ -483,6 +571,7 @@ class SocketIOAdapter(BackgroundAdapter):
             if not accepted:
                 socketio = require("socketio", extra="socketio", needed_by="SocketIOAdapter")
                 raise socketio.exceptions.ConnectionRefusedError("authentication failed")
+        self._stream = self.stream_id  # read afresh: what connection_status carries
         client = _Client(
             identity,
             TokenBucket(self.subscribe_burst, self.subscribe_rate),
@@ -531,7 +620,7 @@ class SocketIOAdapter(BackgroundAdapter):
                         "status": "connected",
                         "client_id": sid,
                         "protocol": PROTOCOL_VERSION,
-                        "stream": self.stream_id,
+                        "stream": self._stream,
                     },
                 )
             return client
@@ -612,8 +701,14 @@ class SocketIOAdapter(BackgroundAdapter):
         return len(withdrawn)
 
     def _on_forgotten(self, sender: object, *, subject: str, reason: str) -> None:
-        # In stream order: after every event of the subject queued so far.
-        self.call_soon(subject, functools.partial(self._drop_subject, subject, reason))
+        # In stream order: after every event of the subject queued so far. (Another
+        # process's, like its events, not between a subscribe's snapshot and its join.)
+        if not self._takes(sender):
+            return
+        with self._remote_gate:
+            self._queued_seq.pop(subject, None)
+            self._ahead.pop(subject, None)
+            self.call_soon(subject, functools.partial(self._drop_subject, subject, reason))
 
     def _drop_subject(self, subject: str, reason: str) -> None:
         with self._clients_lock:
@@ -677,7 +772,8 @@ class SocketIOAdapter(BackgroundAdapter):
             if (sid, subject) in self._pending_joins:
                 return  # the join already queued answers this one too
             self._pending_joins.add((sid, subject))
-        since = effective_since(request.since, request.stream, self.stream_id)
+        stream = self._stream = self.stream_id
+        since = effective_since(request.since, request.stream, stream)
         with self.emitter.ordered(subject), self._remote_gate:
             # No event of the subject reaches the adapter until the worker has the join in
             # its queue, so the client gets exactly the events after the snapshot. (An
@@ -686,7 +782,9 @@ class SocketIOAdapter(BackgroundAdapter):
             snapshot = state.snapshot(subject)
             replay = state.history(subject, since) if since is not None and since >= 0 else None
             if snapshot is not None:
-                self.call_soon(subject, functools.partial(self._join, sid, snapshot, since, replay))
+                self.call_soon(
+                    subject, functools.partial(self._join, sid, snapshot, since, replay, stream)
+                )
                 return
         with self._clients_lock:  # forgotten meanwhile
             self._pending_joins.discard((sid, subject))
@@ -694,7 +792,12 @@ class SocketIOAdapter(BackgroundAdapter):
         self._send(sid, "unsubscribed", {"config_name": subject, "reason": "forgotten"})
 
     def _join(
-        self, sid: str, snapshot: SubjectState, since: int | None, replay: list[TaskEvent] | None
+        self,
+        sid: str,
+        snapshot: SubjectState,
+        since: int | None,
+        replay: list[TaskEvent] | None,
+        stream: str,
     ) -> None:
         subject = snapshot.subject
         with self._clients_lock:
@@ -706,7 +809,7 @@ class SocketIOAdapter(BackgroundAdapter):
             # whatever process emitted, its updates go on from the snapshot's seq.
             self._floors.setdefault(subject, {})[sid] = snapshot.seq
             self.sio.enter_room(sid, room_for(subject), namespace=self.namespace)
-        for name, payload in join_messages(snapshot, since, replay, self.stream_id):
+        for name, payload in join_messages(snapshot, since, replay, stream):
             self._send(sid, name, payload)
 
     @_request
