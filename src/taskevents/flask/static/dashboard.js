@@ -14,8 +14,16 @@
     window.TASKEVENTS || {},
   );
   const LOG_LIMIT = 200;
-  // Unsubscribed cards get no live stream; their snapshot is refreshed this often.
+  // Unsubscribed cards get no live stream; their snapshot is refreshed this often, and
+  // less often with many subjects (every answer lists them all): see refreshEvery().
   const REFRESH_MS = 5000;
+  // At most this many cards are in the page; more subjects are paged (and filtered).
+  // 48 fills whole rows of 2, 3, 4 or 6 columns.
+  const PAGE_SIZE = 48;
+  // The filter and the pager are shown from this many subjects on.
+  const TOOLBAR_FROM = 13;
+  // Live updates change counts and what a status filter shows: redone at most this often.
+  const VIEW_DELAY_MS = 200;
   const STORAGE_KEY = "taskevents.dashboard.subscriptions";
   const ENDED = { task_completed: "completed", task_failed: "failed", task_cancelled: "cancelled" };
 
@@ -114,6 +122,7 @@
     if (!subject) {
       subject = {
         name,
+        key: name.toLowerCase(), // what the name filter matches
         seq: 0,
         status: "idle",
         running: new Map(),
@@ -126,11 +135,12 @@
         sync: "",
         replayed: 0,
         ended: "", // why the server ended the subscription, if it did
-        dom: null,
+        error: "", // the last request's error, shown on the card
+        dom: null, // the card's elements, while the card is on the page shown
       };
       subjects.set(name, subject);
-      subject.dom = buildCard(subject);
-      placeCard(subject);
+      orderDirty = true;
+      scheduleView();
     }
     return subject;
   }
@@ -280,14 +290,9 @@
     return dom;
   }
 
-  function placeCard(subject) {
-    const after = [...subjects.keys()].sort().find((name) => name > subject.name);
-    const before = after ? subjects.get(after).dom.card : null;
-    cardsRoot.insertBefore(subject.dom.card, before && before.isConnected ? before : null);
-    role("subjects-empty").hidden = true;
-  }
-
-  function flash(node) {
+  function flash(subject) {
+    if (!subject.dom) return; // not on the page shown
+    const node = subject.dom.card;
     node.classList.remove("flash");
     void node.offsetWidth; // restart the animation
     node.classList.add("flash");
@@ -313,8 +318,11 @@
     return "busy, " + (running.task_type || "task") + (known === null ? "" : " at " + Math.round(known) + "%");
   }
 
+  /** Show the subject's state on its card, if the card is on the page shown (the
+   * others are drawn from the same state when they are shown). */
   function renderCard(subject) {
     const dom = subject.dom;
+    if (!dom) return;
     const card = dom.card;
     const busy = subject.status === "busy";
     card.dataset.status = subject.status;
@@ -370,6 +378,8 @@
       button.disabled = !online;
       button.title = online ? button.dataset.hint || "" : "Not connected to the server";
     }
+    dom.error.textContent = subject.error;
+    dom.error.hidden = !subject.error;
     card.dataset.sync = subject.sync;
     card.dataset.seq = String(subject.seq);
     dom.footer.textContent = footerText(subject, pending);
@@ -380,7 +390,7 @@
   function footerText(subject, pending) {
     if (!online) return subject.wanted ? "Live updates resume when the connection is back" : "Not connected";
     if (subject.ended) return "Not subscribed";
-    if (!subject.wanted) return "Not subscribed · refreshed every " + REFRESH_MS / 1000 + " s";
+    if (!subject.wanted) return "Not subscribed · refreshed every " + refreshEvery() / 1000 + " s";
     if (pending) return "Subscribing…";
     if (subject.sync === "resumed") return "Live · caught up after reconnecting";
     if (subject.sync === "resync") return "Live · reloaded (the missed updates were no longer available)";
@@ -445,10 +455,182 @@
   }
 
   function showCardError(subject, message) {
-    const box = subject.dom.error;
-    box.textContent = message || "";
-    box.hidden = !message;
+    subject.error = message || "";
+    renderCard(subject);
   }
+
+  // -- the page shown: filter and pager -------------------------------------------------
+  //
+  // Every subject is in `subjects`, the model, which every message updates; only the
+  // cards of the page shown are in the document (at most PAGE_SIZE), so ten thousand
+  // subjects cost ten thousand small objects, not ten thousand cards. A card is built
+  // when its subject comes onto the page shown, from the model, and let go when it
+  // leaves it.
+
+  const toolbar = role("toolbar");
+  const filterInput = role("filter");
+  const statusFilter = role("status-filter");
+  const pager = role("pager");
+  const pagePrev = role("page-prev");
+  const pageNext = role("page-next");
+  const pageNumber = role("page-number");
+  const pageCount = role("page-count");
+  const pagerInfo = role("pager-info");
+  const noMatch = role("no-match");
+  const subscribeAllButton = role("subscribe-all");
+  const numbers = new Intl.NumberFormat("en");
+  const collator = new Intl.Collator("en", { numeric: true });
+  const STATUS_LABELS = { all: "All", busy: "Busy", failed: "Last run failed", subscribed: "Subscribed" };
+
+  const view = { text: "", status: "all", page: 0, pages: 1, matching: 0 };
+  let order = []; // every subject's name, sorted (aws2 before aws10)
+  let orderDirty = false;
+  let onPage = []; // the names whose cards are in the document, in order
+  let viewTimer = 0;
+
+  function compareNames(a, b) {
+    return collator.compare(a, b) || (a < b ? -1 : a > b ? 1 : 0);
+  }
+
+  function matchesStatus(subject) {
+    switch (view.status) {
+      case "busy":
+        return subject.status === "busy";
+      case "failed":
+        return Boolean(subject.last && subject.last.outcome === "failed");
+      case "subscribed":
+        return subject.wanted;
+      default:
+        return true;
+    }
+  }
+
+  /** Redo the page shown soon: for what live updates change (counts, and which
+   * subjects a status filter shows), at most every VIEW_DELAY_MS. */
+  function scheduleView() {
+    if (!viewTimer) viewTimer = window.setTimeout(refreshView, VIEW_DELAY_MS);
+  }
+
+  /** Work out which subjects match the filter and which of them are on the page
+   * shown, and put exactly their cards in the document, in order. Cards that stay are
+   * not moved, so a focused button keeps its focus. */
+  function refreshView() {
+    if (viewTimer) window.clearTimeout(viewTimer);
+    viewTimer = 0;
+    if (orderDirty) {
+      order = [...subjects.keys()].sort(compareNames);
+      orderDirty = false;
+    }
+    const needle = view.text.trim().toLowerCase();
+    const counts = { all: subjects.size, busy: 0, failed: 0, subscribed: 0 };
+    const matching = [];
+    for (const name of order) {
+      const subject = subjects.get(name);
+      if (subject.status === "busy") counts.busy += 1;
+      if (subject.last && subject.last.outcome === "failed") counts.failed += 1;
+      if (subject.wanted) counts.subscribed += 1;
+      if ((!needle || subject.key.includes(needle)) && matchesStatus(subject)) matching.push(name);
+    }
+    view.matching = matching.length;
+    view.pages = Math.max(1, Math.ceil(matching.length / PAGE_SIZE));
+    view.page = Math.max(0, Math.min(view.page, view.pages - 1));
+    const first = view.page * PAGE_SIZE;
+    const names = matching.slice(first, first + PAGE_SIZE);
+
+    const keep = new Set(names);
+    for (const name of onPage) {
+      const subject = subjects.get(name);
+      if (!keep.has(name) && subject && subject.dom) {
+        subject.dom.card.remove();
+        subject.dom = null;
+      }
+    }
+    names.forEach((name, index) => {
+      const subject = subjects.get(name);
+      if (!subject.dom) {
+        subject.dom = buildCard(subject);
+        renderCard(subject);
+      }
+      const here = cardsRoot.children[index] || null;
+      if (here !== subject.dom.card) cardsRoot.insertBefore(subject.dom.card, here);
+    });
+    onPage = names;
+
+    if (subjects.size > 0) role("subjects-empty").hidden = true;
+    const filtered = Boolean(needle) || view.status !== "all";
+    toolbar.hidden = subjects.size < TOOLBAR_FROM && !filtered;
+    noMatch.hidden = !(filtered && matching.length === 0 && subjects.size > 0);
+    for (const option of statusFilter.options) {
+      const count = counts[option.value];
+      option.textContent = STATUS_LABELS[option.value] + (count === undefined ? "" : " (" + numbers.format(count) + ")");
+    }
+    renderPager(first, names.length, filtered);
+    const wholeList = !filtered && names.length === subjects.size;
+    subscribeAllButton.textContent = wholeList ? "Subscribe to all" : "Subscribe to this page";
+    subscribeAllButton.title = wholeList ? "" : "Subscribe to the " + numbers.format(names.length) + " subjects shown";
+  }
+
+  function renderPager(first, count, filtered) {
+    const total = subjects.size;
+    const matching = view.matching;
+    let text;
+    if (!filtered) {
+      text = view.pages > 1
+        ? "Showing " + numbers.format(first + 1) + "–" + numbers.format(first + count) + " of " + numbers.format(total) + " subjects"
+        : "Showing all " + numbers.format(total) + " subjects";
+    } else if (matching === 0) {
+      text = "No matching subject (" + numbers.format(total) + " in all)";
+    } else {
+      const noun = matching === 1 ? " matching subject" : " matching subjects";
+      text = (view.pages > 1
+        ? "Showing " + numbers.format(first + 1) + "–" + numbers.format(first + count) + " of " + numbers.format(matching)
+        : "Showing " + numbers.format(matching)) + noun + " (" + numbers.format(total) + " in all)";
+    }
+    if (pagerInfo.textContent !== text) pagerInfo.textContent = text;
+    pager.hidden = view.pages <= 1;
+    pageCount.textContent = numbers.format(view.pages);
+    pageNumber.max = String(view.pages);
+    if (document.activeElement !== pageNumber) pageNumber.value = String(view.page + 1);
+    const focused = document.activeElement;
+    pagePrev.disabled = view.page === 0;
+    pageNext.disabled = view.page >= view.pages - 1;
+    // A button that is disabled under the keyboard's focus would drop it to the page.
+    if (focused === pageNext && pageNext.disabled && !pagePrev.disabled) pagePrev.focus();
+    if (focused === pagePrev && pagePrev.disabled && !pageNext.disabled) pageNext.focus();
+  }
+
+  function goToPage(page) {
+    view.page = page;
+    refreshView();
+  }
+
+  filterInput.addEventListener("input", () => {
+    view.text = filterInput.value;
+    view.page = 0;
+    refreshView();
+  });
+  statusFilter.addEventListener("change", () => {
+    view.status = statusFilter.value;
+    view.page = 0;
+    refreshView();
+  });
+  pagePrev.addEventListener("click", () => goToPage(view.page - 1));
+  pageNext.addEventListener("click", () => goToPage(view.page + 1));
+  pageNumber.addEventListener("change", () => {
+    const wanted = Number.parseInt(pageNumber.value, 10);
+    if (Number.isFinite(wanted)) goToPage(wanted - 1);
+    pageNumber.value = String(view.page + 1);
+  });
+  // "/" moves to the name filter, as on many sites, when it is shown and nothing is typed in.
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "/" || event.ctrlKey || event.metaKey || event.altKey || toolbar.hidden) return;
+    const target = event.target;
+    if (target instanceof HTMLElement && (target.isContentEditable || /^(INPUT|SELECT|TEXTAREA)$/.test(target.tagName))) return;
+    event.preventDefault();
+    filterInput.focus();
+    filterInput.select();
+  });
+  filterInput.setAttribute("aria-keyshortcuts", "/");
 
   // -- log and alerts -------------------------------------------------------------------
 
@@ -496,7 +678,7 @@
     connectionText.textContent = text;
     connectionToggle.textContent = state === "disconnected" ? "Connect" : "Disconnect";
     subscribeAll.disabled = !online;
-    if (changed) for (const subject of subjects.values()) renderCard(subject);
+    if (changed) for (const name of onPage) renderCard(subjects.get(name));
   }
 
   if (typeof window.io !== "function") {
@@ -533,6 +715,7 @@
     }
     saveWanted();
     renderCard(subject);
+    scheduleView(); // the counts, and what "Subscribed" shows
   }
 
   connectionToggle.addEventListener("click", () => {
@@ -544,17 +727,35 @@
     }
   });
 
+  // All the subjects when they are all shown; else those of the page shown (a server
+  // lets one client watch only so many: 100 by default).
   subscribeAll.addEventListener("click", () => {
-    for (const subject of subjects.values()) {
+    for (const name of onPage) {
+      const subject = subjects.get(name);
       if (!subject.wanted) toggleSubscription(subject);
     }
   });
+
+  // The periodic get_all_tasks for unsubscribed cards: one at a time (the next is asked
+  // once the answer to the last has come), and less often with many subjects.
+  let refreshAskedAt = 0;
+  let refreshPending = false;
+
+  function refreshEvery() {
+    return Math.min(60000, Math.max(1, Math.ceil(subjects.size / 1000)) * REFRESH_MS);
+  }
+
+  function askAllTasks() {
+    refreshAskedAt = Date.now();
+    refreshPending = true;
+    socket.emit("get_all_tasks");
+  }
 
   socket.on("connect", () => {
     connectionId += 1;
     setConnection("connected", "Connected · client " + socket.id);
     log("connection", "", "connected as " + socket.id);
-    socket.emit("get_all_tasks");
+    askAllTasks();
     for (const subject of subjects.values()) {
       if (subject.wanted) subscribe(subject, true);
     }
@@ -567,6 +768,7 @@
   });
 
   socket.on("disconnect", (reason) => {
+    refreshPending = false;
     for (const subject of subjects.values()) subject.joined = false;
     if (reason === "io client disconnect") {
       setConnection("disconnected", "Disconnected");
@@ -600,8 +802,9 @@
 
   // all_tasks is {config_name: status object}, as the original sent it.
   socket.on("all_tasks", (payload) => {
+    refreshPending = false;
     const tasks = payload && typeof payload === "object" && !Array.isArray(payload) ? payload : {};
-    for (const name of Object.keys(tasks).sort()) {
+    for (const name of Object.keys(tasks)) {
       if (!isTask(tasks[name])) continue;
       const subject = subjectFor(name);
       // Subscribed cards follow their own stream; taking this snapshot would skip events.
@@ -615,6 +818,7 @@
       empty.textContent = "The server has no subjects.";
       empty.hidden = subjects.size > 0;
     }
+    refreshView();
   });
 
   socket.on("task_status", (payload) => {
@@ -644,7 +848,8 @@
     }
     log("task_status", subject.name, note, { "data-sync": subject.sync });
     renderCard(subject);
-    flash(subject.dom.card);
+    flash(subject);
+    scheduleView();
   });
 
   socket.on("task_status_update", (payload) => {
@@ -662,7 +867,10 @@
     }
     log(String(update.event || "update"), subject.name, describeUpdate(update), payload.replayed ? { "data-replayed": "true" } : null);
     renderCard(subject);
-    if (ENDED[update.event] || update.event === "task_started") flash(subject.dom.card);
+    if (ENDED[update.event] || update.event === "task_started") {
+      flash(subject);
+      scheduleView(); // the counts, and what a status filter shows
+    }
   });
 
   function describeUpdate(update) {
@@ -712,6 +920,7 @@
       log("unsubscribed", subject.name, "no more live updates");
     }
     renderCard(subject);
+    scheduleView();
   });
 
   socket.on("error", (payload) => {
@@ -721,6 +930,7 @@
       .filter(Boolean)
       .join(", ");
     showAlert("Server error: " + message + (about ? " (" + about + ")" : ""));
+    if (problem.event === "get_all_tasks") refreshPending = false; // rate-limited: ask later
     log("error", typeof problem.config_name === "string" ? problem.config_name : "", message);
     if (problem.event === "subscribe_task" && typeof problem.config_name === "string" && subjects.has(problem.config_name)) {
       const subject = subjects.get(problem.config_name);
@@ -781,13 +991,21 @@
   // -- start ----------------------------------------------------------------------------
 
   window.setInterval(() => {
-    if (socket.connected && [...subjects.values()].some((subject) => !subject.wanted)) {
-      socket.emit("get_all_tasks");
+    if (!socket.connected || document.hidden) return; // a hidden tab catches up when shown
+    const since = Date.now() - refreshAskedAt;
+    // An answer that never came (lost with a connection) does not stop the refresh.
+    if (refreshPending && since < Math.max(30000, 2 * refreshEvery())) return;
+    if (since < refreshEvery()) return;
+    for (const subject of subjects.values()) {
+      if (!subject.wanted) {
+        askAllTasks();
+        return;
+      }
     }
-  }, REFRESH_MS);
+  }, 1000);
 
   // For tests and for the curious, from the browser console.
-  window.taskeventsDashboard = { socket, subjects, settings, stats };
+  window.taskeventsDashboard = { socket, subjects, settings, stats, pageSize: PAGE_SIZE };
 
   setConnection("connecting", "Connecting…");
   socket.connect();
