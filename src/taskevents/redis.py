@@ -728,18 +728,20 @@ class RedisStateStore:
     def snapshot_all(self) -> dict[str, SubjectState]:
         """See :meth:`taskevents.StateStore.snapshot_all`."""
         subjects = self.subjects()
-        try:
-            with self._client.pipeline(transaction=False) as pipe:
-                for subject in subjects:
-                    pipe.hgetall(f"{self.prefix}:subject:{subject}")
-                replies = pipe.execute()
-        except self._errors as exc:
-            raise self._unavailable(exc) from exc
         result = {}
-        for subject, fields in zip(subjects, replies, strict=True):
-            snapshot = self._state(subject, fields)
-            if snapshot is not None:  # forgotten meanwhile
-                result[subject] = snapshot
+        for start in range(0, len(subjects), 1000):  # bounded replies, one at a time
+            chunk = subjects[start : start + 1000]
+            try:
+                with self._client.pipeline(transaction=False) as pipe:
+                    for subject in chunk:
+                        pipe.hgetall(f"{self.prefix}:subject:{subject}")
+                    replies = pipe.execute()
+            except self._errors as exc:
+                raise self._unavailable(exc) from exc
+            for subject, fields in zip(chunk, replies, strict=True):
+                snapshot = self._state(subject, fields)
+                if snapshot is not None:  # forgotten meanwhile
+                    result[subject] = snapshot
         return result
 
     def history(self, subject: str, since_seq: int) -> list[TaskEvent] | None:

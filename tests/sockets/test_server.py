@@ -628,3 +628,38 @@ def test_merge_progress_merges_only_one_tasks_runs() -> None:
         ("task_progress", 5),
         ("task_completed", None),
     ]
+
+
+def test_concurrent_all_tasks_requests_share_one_read_of_the_store() -> None:
+    """A crowd of get_all_tasks costs one snapshot_all (on Redis, with thousands of
+    subjects, most of a second each), and each still gets what was there when it came."""
+    from taskevents import MemoryStateStore, SubjectState
+
+    class SlowStore(MemoryStateStore):
+        reads = 0
+
+        def snapshot_all(self) -> dict[str, SubjectState]:
+            SlowStore.reads += 1
+            time.sleep(0.3)
+            return super().snapshot_all()
+
+    emitter = Emitter(state=SlowStore())
+    emitter.register("aws01")
+    adapter = SocketIOAdapter(socketio.Server(async_mode="threading"), emitter)
+    try:
+        answers: list[dict[str, Any]] = []
+        threads = [
+            threading.Thread(target=lambda: answers.append(adapter.all_tasks())) for _ in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert len(answers) == 8
+        assert all(set(answer) == {"aws01"} for answer in answers)
+        assert SlowStore.reads <= 2  # one under way when the first came, one after
+        # A request after the reads ended reads again: it sees what changed.
+        emitter.register("aws02")
+        assert set(adapter.all_tasks()) == {"aws01", "aws02"}
+    finally:
+        adapter.close()

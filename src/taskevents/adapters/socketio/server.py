@@ -89,7 +89,7 @@ def _request(method: H) -> H:
                 {
                     "message": f"{event}: the state store is unavailable; try again shortly",
                     "event": event,
-                    "retry": True,
+                    "retry_after": 1.0,
                 },
             )
 
@@ -357,6 +357,9 @@ class SocketIOAdapter(BackgroundAdapter):
             self.remote and self._every_type and bool(getattr(emitter.state, "shared", False))
         )
         self._queued_seq: dict[str, int] = {}
+        # The last snapshot_all() read and when it ended (see _snapshot_all).
+        self._all_lock = threading.Lock()
+        self._all_read: tuple[dict[str, SubjectState] | None, float] = (None, 0.0)
         self._ahead: dict[str, set[str]] = {}
         self._handlers = (
             ("connect", self._on_connect),
@@ -847,6 +850,19 @@ class SocketIOAdapter(BackgroundAdapter):
     def all_tasks(self, identity: Any = None) -> dict[str, Any]:
         """The ``all_tasks`` message: every subject ``identity`` may watch."""
         return all_tasks_payload(
-            self.emitter.state.snapshot_all(),
-            lambda subject: self.access.allowed(identity, subject),
+            self._snapshot_all(), lambda subject: self.access.allowed(identity, subject)
         )
+
+    def _snapshot_all(self) -> dict[str, SubjectState]:
+        """The store's ``snapshot_all()``, read once for every request that comes while
+        a read is under way: with thousands of subjects (on Redis, most of a second),
+        a crowd of ``get_all_tasks`` costs one read, not one each. What a request gets
+        was read after it came, or was being read when it came."""
+        asked = time.monotonic()
+        with self._all_lock:
+            snapshots, read_at = self._all_read
+            if snapshots is not None and read_at >= asked:
+                return snapshots
+            snapshots = self.emitter.state.snapshot_all()
+            self._all_read = (snapshots, time.monotonic())
+            return snapshots
