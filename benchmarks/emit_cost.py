@@ -28,7 +28,6 @@ import argparse
 import functools
 import gc
 import itertools
-import json
 import os
 import platform
 import statistics
@@ -46,7 +45,7 @@ from taskevents import Adapter, Emitter, TaskEvent
 from taskevents.signals import SIGNALS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness.machine import package_version
+from harness.machine import package_version, write_json
 
 __all__ = ["Case", "Result", "format_table", "main", "make_cases", "run"]
 
@@ -477,10 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
             "wall_time_s": wall,
         }
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(document, out, indent=2, ensure_ascii=False)
-            out.write("\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, document)
     return 0
 
 

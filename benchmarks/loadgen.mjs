@@ -3,20 +3,28 @@
 // answering with JSON lines on stdout.
 //
 //   node benchmarks/loadgen.mjs --url http://127.0.0.1:PORT --clients N --subjects a,b,c
+//       [--assign all|spread] [--clock perf|realtime] [--connect-concurrency N]
 //
 // Each socket connects over WebSocket only (no polling), with permessage-deflate turned
 // off (engine.io-client passes `perMessageDeflate: false` to `ws`, so the extension is not
 // even offered: the server then sends every frame uncompressed), one connection per
-// socket (`forceNew`), no reconnection. It subscribes to every subject with
-// `subscribe_task {config_name}` and waits for each snapshot (`task_status`), then prints
-// {"ready": true, ...}.
+// socket (`forceNew`), no reconnection. It subscribes with `subscribe_task {config_name}`
+// and waits for each snapshot (`task_status`), then prints {"ready": true, ...}. With
+// `--assign all` (the default) every socket subscribes to every subject; with
+// `--assign spread` socket i subscribes to subject i % (number of subjects) only. All
+// sockets connect at once, unless `--connect-concurrency N` (N > 0) lets at most N connect
+// and subscribe at a time.
 //
 // Commands (one JSON object per line on stdin):
 //   {"cmd": "arm", "id": ID, "group": G, "subject": S, "timeout_ms": T, "detail": bool}
 //       start recording `task_status_update` messages of subject S; answers
-//       {"armed": ID}. The phase ends when every socket has received a task_completed
-//       whose result has `last: true` (or after T ms); then it prints {"done": ID, ...}
-//       and adds its samples to group G.
+//       {"armed": ID}. The phase ends when every socket subscribed to S has received a
+//       task_completed whose result has `last: true` (or after T ms); then it prints
+//       {"done": ID, ...} and adds its samples to group G. "subjects": [S, ...] instead
+//       of "subject" records several subjects in one phase (it ends when every socket
+//       subscribed to any of them is done). `per_client_lifecycle` in the answer counts,
+//       per socket of the phase, the lifecycle updates (task_started, task_completed,
+//       task_failed, task_cancelled) it received.
 //   {"cmd": "report", "group": G}   pooled statistics of group G (then forgets it)
 //   {"cmd": "quit"}                  disconnect and exit (so does the end of stdin)
 //
@@ -24,8 +32,14 @@
 // of milliseconds since the epoch, set by the server just before the emit call) in the
 // update's `details`, `result` or `progress`, else the ISO `timestamp` (millisecond
 // resolution). Both clocks are the same machine's wall clock; the receive time is
-// performance.timeOrigin + performance.now() (sub-millisecond). time.time_ns() would not
-// survive a JavaScript number (> 2^53), hence milliseconds.
+// performance.timeOrigin + performance.now() (sub-millisecond) with `--clock perf`, the
+// default. That is the monotonic clock from the wall-clock time the process started: on
+// a machine whose wall clock runs apart from its monotonic clock (a VM whose wall clock
+// is stepped: one measured here gained 0.5 ms every 100 ms), it drifts from the
+// sender's time.time() for as long as the process lives. `--clock realtime` reads the
+// wall clock at every message instead: Date.now() + 0.5 (millisecond resolution, the
+// 0.5 centring its truncation, so no bias on average). time.time_ns() would not survive
+// a JavaScript number (> 2^53), hence milliseconds.
 //
 // Bounded: connecting gives up after --connect-timeout-ms, every phase after its
 // timeout_ms, and the whole process exits after --max-seconds whatever happens.
@@ -41,6 +55,9 @@ function parseArgs(argv) {
     subjects: "",
     connectTimeoutMs: 30000,
     maxSeconds: 900,
+    assign: "all",
+    clock: "perf",
+    connectConcurrency: 0,
   };
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, "").replace(/-([a-z])/g, (_, c) => c.toUpperCase());
@@ -54,11 +71,20 @@ function parseArgs(argv) {
   if (!(options.clients >= 1) || options.subjects.length === 0) {
     throw new Error("need --clients >= 1 and --subjects");
   }
+  if (options.assign !== "all" && options.assign !== "spread") {
+    throw new Error("--assign is all or spread");
+  }
+  if (options.clock !== "perf" && options.clock !== "realtime") {
+    throw new Error("--clock is perf or realtime");
+  }
   return options;
 }
 
 const options = parseArgs(process.argv.slice(2));
-const now = () => performance.timeOrigin + performance.now();
+const now =
+  options.clock === "realtime"
+    ? () => Date.now() + 0.5
+    : () => performance.timeOrigin + performance.now();
 
 function send(message) {
   process.stdout.write(JSON.stringify(message) + "\n");
@@ -66,6 +92,12 @@ function send(message) {
 
 const sockets = [];
 let exiting = false;
+
+// The subjects socket i subscribes to (see --assign).
+function subjectsOf(index) {
+  if (options.assign === "spread") return [options.subjects[index % options.subjects.length]];
+  return options.subjects;
+}
 
 function shutdown(code) {
   if (exiting) return;
@@ -120,6 +152,7 @@ let stray = 0; // messages for a subject no phase is recording
 function newClient() {
   return {
     received: 0,
+    lifecycle: 0,
     byType: {},
     lastSeq: 0,
     seqErrors: 0,
@@ -132,17 +165,29 @@ function newClient() {
   };
 }
 
+const LIFECYCLE = new Set(["task_started", "task_completed", "task_failed", "task_cancelled"]);
+
 function arm(command) {
-  if (active.has(command.subject)) {
-    send({ error: `a phase is already recording ${command.subject}` });
-    return;
+  const subjects = Array.isArray(command.subjects) ? command.subjects : [command.subject];
+  for (const subject of subjects) {
+    if (active.has(subject)) {
+      send({ error: `a phase is already recording ${subject}` });
+      return;
+    }
   }
+  const recorded = new Set(subjects);
+  // One entry per socket subscribed to a recorded subject (the phase's clients), null
+  // for the others.
+  const slots = sockets.map((_, i) =>
+    subjectsOf(i).some((subject) => recorded.has(subject)) ? newClient() : null,
+  );
   const phase = {
     id: command.id,
     group: command.group,
-    subject: command.subject,
+    subjects,
     detail: Boolean(command.detail),
-    clients: sockets.map(() => newClient()),
+    slots,
+    clients: slots.filter((c) => c !== null),
     latencies: [],
     firstSent: Infinity,
     lastRecv: -Infinity,
@@ -153,8 +198,9 @@ function arm(command) {
     timer: null,
   };
   phase.timer = setTimeout(() => finish(phase, true), command.timeout_ms);
-  active.set(command.subject, phase);
+  for (const subject of subjects) active.set(subject, phase);
   send({ armed: command.id });
+  if (phase.clients.length === 0) finish(phase, false);
 }
 
 function record(index, message) {
@@ -164,12 +210,17 @@ function record(index, message) {
     stray += 1;
     return;
   }
-  const client = phase.clients[index];
+  const client = phase.slots[index];
+  if (client === null) {
+    stray += 1;
+    return;
+  }
   const update = message.update || {};
   const type = update.event;
   const sent = sentMs(message);
   const latency = t - sent;
   client.received += 1;
+  if (LIFECYCLE.has(type)) client.lifecycle += 1;
   client.byType[type] = (client.byType[type] || 0) + 1;
   if (typeof message.seq === "number") {
     if (client.lastSeq && message.seq <= client.lastSeq) client.seqErrors += 1;
@@ -195,8 +246,8 @@ function record(index, message) {
 }
 
 function finish(phase, timedOut) {
-  if (active.get(phase.subject) !== phase) return;
-  active.delete(phase.subject);
+  if (active.get(phase.subjects[0]) !== phase) return;
+  for (const subject of phase.subjects) active.delete(subject);
   clearTimeout(phase.timer);
   const cpu = process.cpuUsage(phase.cpu);
   const wallMs = now() - phase.armedAt;
@@ -233,6 +284,7 @@ function finish(phase, timedOut) {
     clients_done: phase.doneCount,
     received,
     per_client_received: phase.clients.map((c) => c.received),
+    per_client_lifecycle: phase.clients.map((c) => c.lifecycle),
     window_ms: windowMs,
     seq_errors: seqErrors,
     disconnects: phase.disconnects,
@@ -290,7 +342,7 @@ function connectOne(index) {
       timeout: options.connectTimeoutMs,
     });
     sockets[index] = socket;
-    const pending = new Set(options.subjects);
+    const pending = new Set(subjectsOf(index));
     socket.on("connect_error", (err) => reject(new Error(`client ${index}: ${err.message}`)));
     socket.on("error", (payload) => {
       send({ warning: `client ${index}: error ${JSON.stringify(payload)}` });
@@ -302,11 +354,11 @@ function connectOne(index) {
     socket.on("task_status_update", (message) => record(index, message));
     socket.on("disconnect", (reason) => {
       if (exiting) return;
-      for (const phase of active.values()) phase.disconnects += 1;
+      for (const phase of new Set(active.values())) phase.disconnects += 1;
       send({ warning: `client ${index} disconnected: ${reason}` });
     });
     socket.on("connect", () => {
-      for (const subject of options.subjects) {
+      for (const subject of subjectsOf(index)) {
         socket.emit("subscribe_task", { config_name: subject });
       }
     });
@@ -322,11 +374,27 @@ async function main() {
       reject(new Error(`connect timeout: ${ready} of ${options.clients} ready after ${waited} ms`));
     }, options.connectTimeoutMs).unref();
   });
-  const connections = Array.from({ length: options.clients }, (_, i) =>
-    connectOne(i).then(() => {
-      ready += 1;
-    }),
-  );
+  let connections;
+  if (options.connectConcurrency > 0) {
+    // At most N sockets connecting and subscribing at a time (each lane takes the next
+    // socket once its previous one has its snapshots).
+    let next = 0;
+    const lane = async () => {
+      while (next < options.clients) {
+        const index = next++;
+        await connectOne(index);
+        ready += 1;
+      }
+    };
+    const lanes = Math.min(options.connectConcurrency, options.clients);
+    connections = Array.from({ length: lanes }, lane);
+  } else {
+    connections = Array.from({ length: options.clients }, (_, i) =>
+      connectOne(i).then(() => {
+        ready += 1;
+      }),
+    );
+  }
   await Promise.race([Promise.all(connections), timeout]);
   const extensions = new Set();
   for (const socket of sockets) {
@@ -336,6 +404,8 @@ async function main() {
   send({
     ready: true,
     clients: sockets.length,
+    assign: options.assign,
+    clock: options.clock,
     connect_ms: now() - started,
     transport: sockets[0].io.engine.transport.name,
     ws_extensions: [...extensions],

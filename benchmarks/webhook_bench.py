@@ -50,7 +50,7 @@ from typing import IO, Any
 import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness.machine import load_average, package_version
+from harness.machine import load_average, package_version, write_json
 
 from taskevents import Emitter, TaskEvent
 from taskevents.adapters.outbox import NewDelivery
@@ -1051,10 +1051,7 @@ def _report(
             "targets": [{"check": text, "passed": passed} for text, passed in checks],
             "wall_time_s": wall,
         }
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(document, out, indent=2, ensure_ascii=False)
-            out.write("\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, document)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ scenarios and calls :func:`harness.cli.main`. The pieces:
 - :mod:`harness.config`: paths, subjects, defaults, targets, time limits;
 - :mod:`harness.server`: the benchmark server (runs in a subprocess; gevent patches
   first), which emits on request from a Socket.IO background task;
+- :mod:`harness.serving`: what the benchmark web processes share (options, background
+  tasks, the watchdog, TCP_NODELAY under gevent);
 - :mod:`harness.control`: the server subprocess and the Node load generator
   (``loadgen.mjs``), seen from the orchestrator;
 - :mod:`harness.measure`: rounds, phases, rows, one server set-up's run, the flood
@@ -15,5 +17,10 @@ scenarios and calls :func:`harness.cli.main`. The pieces:
 - :mod:`harness.report`: tables, targets, the environment line;
 - :mod:`harness.cli`: options, scenario selection, the run and its JSON document.
 
-Nothing is imported here: the server subprocess imports :mod:`harness.server` alone.
+The Redis benchmark (``redis_bench.py``) builds on these with :mod:`harness.redis_common`,
+:mod:`harness.redis_server`, :mod:`harness.redis_worker`, :mod:`harness.redis_control`
+and :mod:`harness.redis_measure`.
+
+Nothing is imported here: the server subprocess imports :mod:`harness.server` (with
+:mod:`harness.config` and :mod:`harness.serving`) and nothing else.
 """

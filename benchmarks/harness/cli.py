@@ -8,13 +8,11 @@ offered. ``socketio_bench.py`` runs them all (``--scenarios`` picks some).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import sys
 import tempfile
 import time
 import urllib.error
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,14 +28,23 @@ from .config import (
     DEFAULT_SECONDS,
     MODES,
     QUICK,
-    ROOT,
     TIMES,
     BenchError,
 )
+from .control import NODE_NEEDED, have_node
+from .machine import write_json
 from .measure import Settings, label_of, run_setup
-from .report import environment, flood_targets, load_average, print_results, throughput_targets
+from .report import (
+    begin,
+    environment,
+    finish,
+    flood_targets,
+    print_results,
+    show_progress,
+    throughput_targets,
+)
 
-__all__ = ["SCENARIOS", "main", "parse_args"]
+__all__ = ["SCENARIOS", "main", "number_list", "parse_args", "quick_picker"]
 
 #: paced and burst: throughput and latency of both paths at each client count; flood:
 #: emitter.progress() in a tight loop; nodelay: paced and burst again at the largest
@@ -45,16 +52,35 @@ __all__ = ["SCENARIOS", "main", "parse_args"]
 SCENARIOS = ("paced", "burst", "flood", "nodelay")
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected numbers separated by commas: {text!r}"
-        ) from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive numbers: {text!r}")
-    return values
+def number_list(kind: type[int] | type[float], minimum: int) -> Callable[[str], list[Any]]:
+    """An argparse type: numbers of ``kind`` separated by commas, each >= ``minimum``."""
+    wanted = "positive numbers" if minimum == 1 else f"numbers >= {minimum}"
+
+    def parse(text: str) -> list[Any]:
+        try:
+            values = [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected numbers separated by commas: {text!r}"
+            ) from None
+        if not values or any(v < minimum for v in values):
+            raise argparse.ArgumentTypeError(f"expected {wanted}: {text!r}")
+        return values
+
+    return parse
+
+
+def quick_picker(args: argparse.Namespace, quick: dict[str, Any]) -> Callable[[str, Any], Any]:
+    """``pick(name, default)``: the option ``name`` if given, else its ``quick`` size
+    with ``--quick``, else ``default``."""
+
+    def pick(name: str, default: Any) -> Any:
+        value = getattr(args, name, None)
+        if value is not None:
+            return value
+        return quick[name] if args.quick and name in quick else default
+
+    return pick
 
 
 def _choices(allowed: Sequence[str]) -> Any:
@@ -93,7 +119,7 @@ def parse_args(
     if throughput:
         parser.add_argument(
             "--clients",
-            type=_int_list,
+            type=number_list(int, 1),
             default=None,
             help=f"client counts (default {','.join(map(str, clients))})",
         )
@@ -156,13 +182,7 @@ def parse_args(
     parser.add_argument("--node", default=None, help="the node executable (default: on PATH)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
-
-    def pick(name: str, default: Any) -> Any:
-        value = getattr(args, name, None)
-        if value is not None:
-            return value
-        return QUICK[name] if args.quick and name in QUICK else default
-
+    pick = quick_picker(args, QUICK)
     if args.quick:  # the script's own client counts, made small
         quick_clients = QUICK["clients"] if clients == DEFAULT_CLIENTS else [max(QUICK["clients"])]
         default_clients = list(quick_clients)
@@ -241,26 +261,14 @@ def main(
     )
     node = args.node or shutil.which("node")
     env = environment(node)
-    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-    print(
-        f"socket.io fan-out ({', '.join(settings.scenarios)}): Python {env['python']} on "
-        f"{env['platform']} ({env['cpu_count']} CPUs); node {env['node']}; {versions}",
-        flush=True,
-    )
-    print(_describe(settings), flush=True)
-    load_before = load_average()
-    print(f"load average before: {load_before}", flush=True)
-
-    def show(message: str) -> None:
-        print(f"  ... {message}", file=sys.stderr, flush=True)
+    title = f"socket.io fan-out ({', '.join(settings.scenarios)})"
+    load_before = begin(title, env, _describe(settings))
 
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     errors: list[str] = []
-    if node is None or not (ROOT / "node_modules" / "socket.io-client").is_dir():
-        errors.append(
-            "node and node_modules/socket.io-client are needed (./dev setup installs them)"
-        )
+    if not have_node(node):
+        errors.append(NODE_NEEDED)
     else:
         with tempfile.TemporaryDirectory(prefix="socketio_bench-") as tmp:
             for mode, nodelay, counts, with_floods in _setups(settings):
@@ -273,7 +281,7 @@ def main(
                             settings,
                             node,
                             Path(tmp),
-                            show,
+                            show_progress,
                             floods=with_floods,
                         )
                     )
@@ -282,11 +290,7 @@ def main(
     wall = time.perf_counter() - started
 
     rows, floods = print_results(settings, results, errors)
-    for error in errors:
-        print(f"ERROR {error}")
-    load_after = load_average()
-    print(f"load average after: {load_after} ({env['cpu_count']} CPUs)")
-    print(f"wall time: {wall:.1f} s")
+    load_after = finish(errors, env, wall)
 
     if args.json:
         document = {
@@ -310,8 +314,5 @@ def main(
             "errors": errors,
             "wall_time_s": wall,
         }
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(document, out, indent=2, ensure_ascii=False)
-            out.write("\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, document)
     return 0

@@ -1,5 +1,8 @@
 """The orchestrator's side of the processes: the benchmark server subprocess
-(:class:`Server`) and the Node load generator (:class:`LoadGen`, ``loadgen.mjs``).
+(:class:`Server`) and the Node load generator (:class:`LoadGen`, ``loadgen.mjs``), and
+what the Redis benchmark's processes (:mod:`harness.redis_control`) build on: a
+subprocess answering HTTP (:class:`HttpProcess`) and one driven by JSON lines
+(:class:`JsonLinesProcess`).
 
 Every wait is bounded; both processes exit by themselves if the orchestrator goes away,
 and are killed on the way out.
@@ -18,8 +21,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from .config import (
     HERE,
@@ -33,7 +37,7 @@ from .config import (
 )
 from .server import LAUNCHER
 
-__all__ = ["LoadGen", "Server"]
+__all__ = ["NODE_NEEDED", "HttpProcess", "JsonLinesProcess", "LoadGen", "Server", "have_node"]
 
 # No proxy, ever: every request goes to 127.0.0.1 directly.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -72,24 +76,38 @@ def _stop(process: subprocess.Popen[Any]) -> None:
             process.wait(5)
 
 
-class Server:
-    """A server subprocess in one async mode."""
+#: The error when :func:`have_node` says no.
+NODE_NEEDED = "node and node_modules/socket.io-client are needed (./dev setup installs them)"
 
-    def __init__(self, mode: str, workdir: Path, *, tcp_nodelay: bool = False) -> None:
-        self.mode = mode
+
+def have_node(node: str | None) -> TypeGuard[str]:
+    """Whether ``node`` and ``node_modules/socket.io-client``, which the load generator
+    needs, are there."""
+    return node is not None and (ROOT / "node_modules" / "socket.io-client").is_dir()
+
+
+class HttpProcess:
+    """A Python subprocess (``python -c launcher ...``) serving ``/bench/*`` on a free
+    port of 127.0.0.1, its output in a log file; ready once ``/bench/ping`` answers
+    (:attr:`info`)."""
+
+    def _launch(
+        self, what: str, launcher: Sequence[str], options: Sequence[str], log: Path
+    ) -> None:
+        """Start ``python -c *launcher --port P --parent PID *options`` and wait for it;
+        ``what`` names the process in errors."""
+        self.what = what
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = workdir / f"server-{mode}.log"
-        command = [sys.executable, "-c", LAUNCHER, mode, str(HERE)]
-        command += ["--mode", mode, "--port", str(self.port), "--parent", str(os.getpid())]
-        if tcp_nodelay:
-            command.append("--tcp-nodelay")
+        self.log = log
+        command = [sys.executable, "-c", *launcher]
+        command += ["--port", str(self.port), "--parent", str(os.getpid()), *options]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with self.log.open("wb") as log:
+        with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
                 env=env,
@@ -105,15 +123,14 @@ class Server:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise BenchError(
-                    f"the {self.mode} server exited with {self.process.returncode}:\n"
-                    + _tail(self.log)
+                    f"the {self.what} exited with {self.process.returncode}:\n" + _tail(self.log)
                 )
             try:
                 info: dict[str, Any] = self.get("/bench/ping", timeout=2.0)
                 return info
             except (OSError, urllib.error.URLError):
                 time.sleep(0.1)
-        raise BenchError(f"the {self.mode} server did not answer within {SERVER_START_TIMEOUT} s")
+        raise BenchError(f"the {self.what} did not answer within {SERVER_START_TIMEOUT} s")
 
     def get(self, path: str, timeout: float = 10.0) -> Any:
         return _http("GET", self.url + path, timeout=timeout)
@@ -121,27 +138,34 @@ class Server:
     def post(self, path: str, body: object, timeout: float) -> Any:
         return _http("POST", self.url + path, body, timeout=timeout)
 
-    def cpu(self) -> float:
-        return float(self.get("/bench/cpu")["cpu_s"])
-
     def close(self) -> None:
         _stop(self.process)
 
 
-class LoadGen:
-    """N socket.io-client sockets in one Node process (``loadgen.mjs``)."""
+class Server(HttpProcess):
+    """A server subprocess in one async mode."""
 
-    def __init__(self, node: str, url: str, clients: int) -> None:
-        self.clients = clients
+    def __init__(self, mode: str, workdir: Path, *, tcp_nodelay: bool = False) -> None:
+        self.mode = mode
+        options = ["--mode", mode, *(["--tcp-nodelay"] if tcp_nodelay else [])]
+        log = workdir / f"server-{mode}.log"
+        self._launch(f"{mode} server", [LAUNCHER, mode, str(HERE)], options, log)
+
+    def cpu(self) -> float:
+        return float(self.get("/bench/cpu")["cpu_s"])
+
+
+class JsonLinesProcess:
+    """A subprocess driven by JSON lines: commands on its stdin, messages on its stdout
+    (warnings kept aside, an ``error`` raised), the tail of its stderr kept for errors;
+    ready once it sends a ``ready`` message (:attr:`ready`)."""
+
+    def _spawn(self, command: Sequence[str], ready_timeout: float) -> None:
         self.warnings: list[str] = []
         self._stderr: collections.deque[str] = collections.deque(maxlen=30)
         self._lines: queue.Queue[str | None] = queue.Queue()
-        command = [node, str(LOADGEN), "--url", url, "--clients", str(clients)]
-        command += ["--subjects", ",".join(SUBJECTS)]
-        command += ["--connect-timeout-ms", str(int(LOADGEN_CONNECT_TIMEOUT * 1000))]
-        command += ["--max-seconds", str(int(SERVER_MAX_SECONDS))]
         self.process = subprocess.Popen(
-            command,
+            list(command),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -149,11 +173,12 @@ class LoadGen:
             encoding="utf-8",
             cwd=ROOT,
             bufsize=1,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
         try:
-            self.ready = self.expect("ready", LOADGEN_CONNECT_TIMEOUT + 5)
+            self.ready = self.expect("ready", ready_timeout)
         except BaseException:
             self.close()
             raise
@@ -210,3 +235,48 @@ class LoadGen:
             except (BenchError, subprocess.TimeoutExpired):
                 pass
         _stop(self.process)
+
+
+class LoadGen(JsonLinesProcess):
+    """N socket.io-client sockets in one Node process (``loadgen.mjs``), subscribed to
+    ``subjects``; ``options`` are more of ``loadgen.mjs``'s."""
+
+    def __init__(
+        self,
+        node: str,
+        url: str,
+        clients: int,
+        subjects: Sequence[str] = SUBJECTS,
+        options: Sequence[str] = (),
+    ) -> None:
+        self.clients = clients
+        command = [node, str(LOADGEN), "--url", url, "--clients", str(clients)]
+        command += ["--subjects", ",".join(subjects), *options]
+        command += ["--connect-timeout-ms", str(int(LOADGEN_CONNECT_TIMEOUT * 1000))]
+        command += ["--max-seconds", str(int(SERVER_MAX_SECONDS))]
+        self._spawn(command, LOADGEN_CONNECT_TIMEOUT + 5)
+
+    def arm(
+        self,
+        ident: str,
+        group: str,
+        subject: str | list[str],
+        timeout: float,
+        *,
+        detail: bool = False,
+    ) -> None:
+        """Make every client count the next messages on ``subject`` (a list: on any of
+        them) as phase ``ident`` of ``group``, for ``timeout`` seconds at the most
+        (``detail``: with per-client details in the answer)."""
+        command: dict[str, Any] = {"cmd": "arm", "id": ident, "group": group}
+        command["subjects" if isinstance(subject, list) else "subject"] = subject
+        command["timeout_ms"] = int(timeout * 1000)
+        if detail:
+            command["detail"] = True
+        self.send(command)
+        self.expect("armed", 10)
+
+    def report(self, group: str) -> dict[str, Any]:
+        """What the clients counted for ``group``'s phases, pooled."""
+        self.send({"cmd": "report", "group": group})
+        return self.expect("report", 30)

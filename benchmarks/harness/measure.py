@@ -24,15 +24,65 @@ from .config import (
 )
 from .control import LoadGen, Server
 
-__all__ = ["FloodSummary", "Row", "Runner", "Settings", "run_setup", "summarize_flood"]
+__all__ = [
+    "FloodSummary",
+    "PhaseCounts",
+    "Row",
+    "Runner",
+    "Settings",
+    "run_setup",
+    "summarize_flood",
+]
 
 
 def label_of(mode: str, nodelay: bool) -> str:
     return f"{mode}, TCP_NODELAY" if nodelay else mode
 
 
+class PhaseCounts:
+    """What a row of phases counts (a mixin of the row dataclasses, here and in
+    :mod:`harness.redis_measure`, which declare these fields): the phases, the events
+    emitted and expected, and what the load generator reports."""
+
+    phases: int
+    expected: int
+    received: int
+    emitted: int
+    latency: dict[str, Any]
+    timed_out: int
+    seq_errors: int
+    disconnects: int
+    errors: list[str]
+
+    @property
+    def lost(self) -> int:
+        return self.expected - self.received
+
+    def count_phase(
+        self, events: int, clients: int, done: dict[str, Any], sent: dict[str, Any]
+    ) -> bool:
+        """Count one phase of ``events`` to ``clients`` clients (``done``: the load
+        generator's answer; ``sent``: the emitting process's); False, the error kept,
+        when the emit loop failed."""
+        self.phases += 1
+        self.expected += events * clients
+        self.timed_out += int(bool(done["timed_out"]))
+        if "error" in sent:
+            self.errors.append(str(sent["error"]))
+            return False
+        self.emitted += int(sent["emitted"])
+        return True
+
+    def count_report(self, report: dict[str, Any]) -> None:
+        """Take in the load generator's report of the row's phases."""
+        self.received = int(report.get("received", 0))
+        self.latency = report.get("latency", {})
+        self.seq_errors = int(report.get("seq_errors", 0))
+        self.disconnects = int(report.get("disconnects", 0))
+
+
 @dataclass
-class Row:
+class Row(PhaseCounts):
     """One path (taskevents or raw) in one server set-up, one client count, one pattern."""
 
     mode: str
@@ -72,10 +122,6 @@ class Row:
     @property
     def label(self) -> str:
         return label_of(self.mode, self.nodelay)
-
-    @property
-    def lost(self) -> int:
-        return self.expected - self.received
 
     @property
     def sent_per_s(self) -> float | None:
@@ -162,30 +208,14 @@ class Runner:
         subject = TE_SUBJECT if kind == TASKEVENTS else RAW_SUBJECT
         timeout = (events / rate if rate > 0 else 0.0) + PHASE_SLACK
         cpu_before = self.server.cpu()
-        loadgen.send(
-            {
-                "cmd": "arm",
-                "id": phase_id,
-                "group": group,
-                "subject": subject,
-                "timeout_ms": int(timeout * 1000),
-            }
-        )
-        loadgen.expect("armed", 10)
+        loadgen.arm(phase_id, group, subject, timeout)
         sent = self.server.post(
             "/bench/run", {"kind": kind, "events": events, "rate": rate}, timeout + 5
         )
         done = loadgen.expect("done", timeout + 10)
         cpu_after = self.server.cpu()
-        if row is None:
+        if row is None or not row.count_phase(events, loadgen.clients, done, sent):
             return
-        row.phases += 1
-        row.expected += events * loadgen.clients
-        row.timed_out += int(bool(done["timed_out"]))
-        if "error" in sent:
-            row.errors.append(str(sent["error"]))
-            return
-        row.emitted += int(sent["emitted"])
         row.emit_call_us_medians.append(float(sent["emit_call_us_median"]))
         row.loop_s += float(sent["loop_s"])
         row.drained_s += float(sent["drained_s"])
@@ -203,15 +233,11 @@ class Runner:
         )
 
     def finish_row(self, loadgen: LoadGen, row: Row) -> None:
-        loadgen.send({"cmd": "report", "group": f"{row.path}/{row.pattern}"})
-        report = loadgen.expect("report", 30)
-        row.received = int(report.get("received", 0))
+        report = loadgen.report(f"{row.path}/{row.pattern}")
+        row.count_report(report)
         row.delivered_per_s = report.get("delivered_per_s")
-        row.latency = report.get("latency", {})
         row.loadgen_cpu_ms = float(report.get("loadgen_cpu_ms", 0.0))
         row.loadgen_wall_ms = float(report.get("loadgen_wall_ms", 0.0))
-        row.seq_errors = int(report.get("seq_errors", 0))
-        row.disconnects = int(report.get("disconnects", 0))
 
     def compare(
         self,
@@ -258,33 +284,21 @@ class Runner:
         for kind in (RAW, TASKEVENTS):
             self.phase(loadgen, None, kind, events, 0.0)
         for kind in (RAW, TASKEVENTS):
-            loadgen.send({"cmd": "report", "group": f"{kind}/warmup"})
-            loadgen.expect("report", 30)
+            loadgen.report(f"{kind}/warmup")
 
     def flood(self, loadgen: LoadGen, mode: str, events: int, yield_every: int) -> dict[str, Any]:
         how = f", a 1 ms sleep every {yield_every:,} calls" if yield_every else ""
         self.progress(f"{mode}: flood, {events:,} progress events{how}, {loadgen.clients} clients")
         phase_id = f"flood{next(self.counter)}"
         timeout = PHASE_SLACK + events / 10_000
-        loadgen.send(
-            {
-                "cmd": "arm",
-                "id": phase_id,
-                "group": "flood",
-                "subject": FLOOD_SUBJECT,
-                "timeout_ms": int(timeout * 1000),
-                "detail": True,
-            }
-        )
-        loadgen.expect("armed", 10)
+        loadgen.arm(phase_id, "flood", FLOOD_SUBJECT, timeout, detail=True)
         cpu_before = self.server.cpu()
         sent: dict[str, Any] = self.server.post(
             "/bench/flood", {"events": events, "yield_every": yield_every}, timeout + 5
         )
         done = loadgen.expect("done", timeout + 10)
         cpu_after = self.server.cpu()
-        loadgen.send({"cmd": "report", "group": "flood"})
-        loadgen.expect("report", 30)
+        loadgen.report("flood")
         snapshot = self.server.get(f"/api/tasks/{FLOOD_SUBJECT}")
         after = self.server.get("/bench/adapter")
         before = sent.pop("adapter_before", {})

@@ -8,6 +8,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
@@ -27,15 +28,21 @@ from .machine import load_average, package_version
 from .measure import FloodSummary, Row, Settings, label_of, summarize_flood
 
 __all__ = [
+    "begin",
     "environment",
+    "finish",
     "flood_table",
     "flood_targets",
+    "format_ms",
+    "format_number",
     "format_table",
     "load_average",
     "print_results",
     "round_ratio_lines",
+    "show_progress",
     "throughput_table",
     "throughput_targets",
+    "verdict",
 ]
 
 
@@ -58,11 +65,13 @@ def format_table(
     return "\n".join([line(header), f"|{rule}|", *(line(row) for row in rows)])
 
 
-def _num(value: float | None, digits: int = 0) -> str:
+def format_number(value: float | None, digits: int = 0) -> str:
+    """``value`` with thousands separators and ``digits`` decimals; "-" for None."""
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def _ms(value: float | None) -> str:
+def format_ms(value: float | None) -> str:
+    """Milliseconds, with fewer decimals the larger they are; "-" for None."""
     if value is None:
         return "-"
     if value < 10:
@@ -96,14 +105,14 @@ def throughput_table(rows: Sequence[Row]) -> str:
                 row.label,
                 str(row.clients),
                 row.path,
-                _num(row.sent_per_s),
-                _num(row.delivered_per_s),
+                format_number(row.sent_per_s),
+                format_number(row.delivered_per_s),
                 str(row.lost),
-                _ms(lat.get("p50_ms")),
-                _ms(lat.get("p99_ms")),
-                _ms(lat.get("max_ms")),
-                _num(row.emit_call_us, 1),
-                _num(row.cpu_us_per_delivery, 1),
+                format_ms(lat.get("p50_ms")),
+                format_ms(lat.get("p99_ms")),
+                format_ms(lat.get("max_ms")),
+                format_number(row.emit_call_us, 1),
+                format_number(row.cpu_us_per_delivery, 1),
                 "-" if row.ratio is None else f"{row.ratio:.2f}{TIMES}",
                 (
                     f"{min(row.round_ratios):.2f}-{max(row.round_ratios):.2f}"
@@ -155,10 +164,10 @@ def flood_table(floods: Sequence[FloodSummary]) -> str:
                 f"{f.window_s:.2f}",
                 "-" if f.progress_per_s is None else f"{f.progress_per_s:.1f}",
                 "-" if f.steady_per_s is None else f"{f.steady_per_s:.1f}",
-                _ms(f.min_gap_ms),
+                format_ms(f.min_gap_ms),
                 "yes" if f.lifecycle_ok else "NO",
-                _ms(f.started_ms),
-                _ms(f.completed_ms),
+                format_ms(f.started_ms),
+                format_ms(f.completed_ms),
                 f"{f.snapshot_seq} / {seqs} / {f.final_seq_expected}",
                 str(f.snapshot_status),
             )
@@ -167,7 +176,7 @@ def flood_table(floods: Sequence[FloodSummary]) -> str:
     return format_table(FLOOD_HEADER, cells, right)
 
 
-def _verdict(passed: bool) -> str:
+def verdict(passed: bool) -> str:
     return "PASS" if passed else "FAIL"
 
 
@@ -183,7 +192,7 @@ def throughput_targets(rows: Sequence[Row]) -> list[str]:
         )
         passed = all(r.ratio is not None and r.ratio >= TARGET_RATIO for r in selected)
         lines.append(
-            f"{_verdict(passed)} throughput, {label}, {pattern}: taskevents/raw delivered "
+            f"{verdict(passed)} throughput, {label}, {pattern}: taskevents/raw delivered "
             f"ev/s = {ratios}; target >= {TARGET_RATIO} each"
         )
     return lines
@@ -195,25 +204,58 @@ def flood_targets(floods: Sequence[FloodSummary]) -> list[str]:
         name = f"flood, {f.mode}, {f.variant}"
         steady = "-" if f.steady_per_s is None else f"{f.steady_per_s:.1f}/s"
         lines.append(
-            f"{_verdict(f.rate_ok)} {name}: progress updates per client: steady rate {steady} "
+            f"{verdict(f.rate_ok)} {name}: progress updates per client: steady rate {steady} "
             f"(target <= {TARGET_PROGRESS_PER_S:g}/s; 1 / mean gap, without the final one "
             f"flushed before task_completed); {f.progress_max} in {f.window_s:.2f} s overall"
         )
         lines.append(
-            f"{_verdict(f.lifecycle_ok)} {name}: task_started and task_completed received "
+            f"{verdict(f.lifecycle_ok)} {name}: task_started and task_completed received "
             f"once each by every one of the {f.clients} clients"
         )
         lines.append(
-            f"{_verdict(f.completed_ms is not None and f.completed_ms < TARGET_LIFECYCLE_MS)} "
-            f"{name}: task_completed latency, worst client = {_ms(f.completed_ms)} ms "
+            f"{verdict(f.completed_ms is not None and f.completed_ms < TARGET_LIFECYCLE_MS)} "
+            f"{name}: task_completed latency, worst client = {format_ms(f.completed_ms)} ms "
             f"(target < {TARGET_LIFECYCLE_MS:g} ms)"
         )
         lines.append(
-            f"{_verdict(f.final_ok)} {name}: final state exact: snapshot seq "
+            f"{verdict(f.final_ok)} {name}: final state exact: snapshot seq "
             f"{f.snapshot_seq} status {f.snapshot_status}, clients' last seq "
             f"{sorted(set(f.clients_last_seq))}; expected seq {f.final_seq_expected}, idle"
         )
     return lines
+
+
+def show_progress(message: str) -> None:
+    """A progress line, on stderr (the report is on stdout)."""
+    print(f"  ... {message}", file=sys.stderr, flush=True)
+
+
+def begin(title: str, env: dict[str, Any], *lines: str, extra: Sequence[str] = ()) -> str:
+    """The report's first lines: ``title`` and the environment (:func:`environment`;
+    ``extra`` before the package versions), then ``lines``, then the load average before
+    the run (returned)."""
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    print(
+        f"{title}: Python {env['python']} on {env['platform']} ({env['cpu_count']} CPUs); "
+        + "; ".join([f"node {env['node']}", *extra, versions]),
+        flush=True,
+    )
+    for line in lines:
+        print(line, flush=True)
+    load_before = load_average()
+    print(f"load average before: {load_before}", flush=True)
+    return load_before
+
+
+def finish(errors: Sequence[str], env: dict[str, Any], wall: float) -> str:
+    """The report's last lines: the errors, the load average after the run (returned)
+    and the wall time."""
+    for error in errors:
+        print(f"ERROR {error}")
+    load_after = load_average()
+    print(f"load average after: {load_after} ({env['cpu_count']} CPUs)")
+    print(f"wall time: {wall:.1f} s")
+    return load_after
 
 
 def environment(node: str | None) -> dict[str, Any]:

@@ -9,13 +9,9 @@ come before this module (and everything it imports) is imported.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-import os
-import socket
 import statistics
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -27,12 +23,12 @@ from .config import (
     FLOOD_SUBJECT,
     MODES,
     RAW_SUBJECT,
-    SERVER_MAX_SECONDS,
     SUBJECTS,
     TASKEVENTS,
     TE_SUBJECT,
     YIELD_SLEEP,
 )
+from .serving import gevent_nodelay_handler, in_background, parser_for, ping_info, start_watchdog
 
 __all__ = ["LAUNCHER", "serve"]
 
@@ -115,21 +111,7 @@ class _Bench:
     def in_background(self, func: Callable[[], dict[str, Any]], timeout: float) -> dict[str, Any]:
         """Run ``func`` in a Socket.IO background task (a thread, or a greenlet under
         gevent) and wait for it."""
-        done = threading.Event()
-        box: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                box.update(func())
-            except Exception as exc:
-                box["error"] = f"{type(exc).__name__}: {exc}"
-            finally:
-                done.set()
-
-        self.socketio.start_background_task(target)
-        if not done.wait(timeout):
-            box["error"] = f"the emit loop did not finish within {timeout:.0f} s"
-        return box
+        return in_background(self.socketio, func, timeout)
 
     def lifecycle(self, kind: str, events: int, rate: float) -> dict[str, Any]:
         """``events`` lifecycle events (started, completed, started, ...), paced at
@@ -251,14 +233,7 @@ def _nodelay_options(mode: str) -> dict[str, Any]:
     """Server options that set TCP_NODELAY on every accepted connection (neither
     Werkzeug nor gevent's pywsgi does by default)."""
     if mode == "gevent":
-        from gevent import pywsgi
-
-        class NoDelayHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
-            def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                super().__init__(sock, *args, **kwargs)
-
-        return {"handler_class": NoDelayHandler}
+        return {"handler_class": gevent_nodelay_handler()}
     from werkzeug.serving import WSGIRequestHandler
 
     class NoDelayRequestHandler(WSGIRequestHandler):
@@ -270,12 +245,8 @@ def _nodelay_options(mode: str) -> dict[str, Any]:
 def serve(argv: Sequence[str] | None = None) -> int:
     """The benchmark server (started by :class:`harness.control.Server` in a
     subprocess)."""
-    parser = argparse.ArgumentParser(prog="harness.server")
+    parser = parser_for("harness.server")
     parser.add_argument("--mode", choices=MODES, required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--parent", type=int, required=True)
-    parser.add_argument("--max-seconds", type=float, default=SERVER_MAX_SECONDS)
-    parser.add_argument("--tcp-nodelay", action="store_true")
     args = parser.parse_args(argv)
 
     import logging
@@ -301,16 +272,10 @@ def serve(argv: Sequence[str] | None = None) -> int:
     adapter = state.socketio_adapter
     bench = _Bench(socketio, state.emitter, adapter)
     run_timeout = args.max_seconds
-    guard = getattr(adapter, "_backlog", None)
 
     @app.get("/bench/ping")
     def ping() -> flask.Response:
-        return flask.jsonify(
-            mode=socketio.async_mode,
-            pid=os.getpid(),
-            progress_interval=adapter.progress_interval,
-            max_backlog=getattr(guard, "max_packets", None),
-        )
+        return flask.jsonify(ping_info(socketio, adapter))
 
     @app.get("/bench/cpu")
     def cpu() -> flask.Response:
@@ -340,14 +305,7 @@ def serve(argv: Sequence[str] | None = None) -> int:
             bench.in_background(lambda: bench.flood(events, yield_every), run_timeout)
         )
 
-    def watchdog() -> None:
-        # Stop by ourselves when the orchestrator is gone, or after max_seconds.
-        deadline = time.monotonic() + args.max_seconds
-        while os.getppid() == args.parent and time.monotonic() < deadline:
-            socketio.sleep(0.5)
-        os._exit(0)
-
-    socketio.start_background_task(watchdog)
+    start_watchdog(socketio, args.parent, args.max_seconds)
     options: dict[str, Any] = {}
     if args.tcp_nodelay:
         options.update(_nodelay_options(args.mode))
