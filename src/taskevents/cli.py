@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from taskevents.exceptions import MissingDependency
+from taskevents.exceptions import MissingDependency, StoreUnavailable
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -62,6 +62,10 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
     except MissingDependency as exc:
         print(exc, file=sys.stderr)
+        return 1
+    except StoreUnavailable as exc:
+        text = str(exc).removeprefix("TASKEVENTS_REDIS_URL: ")
+        print(f"taskevents demo: --redis-url: {text}", file=sys.stderr)
         return 1
     shown = f"[{args.host}]" if ":" in args.host else args.host
 

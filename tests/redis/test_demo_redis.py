@@ -4,6 +4,7 @@ configs, tasks and live updates."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +86,22 @@ def test_the_demo_names_a_bad_redis_option() -> None:
         )
         assert result.returncode == 2
         assert named in result.stderr
+
+
+DEMO = (sys.executable, "-m", "taskevents", "demo")
+
+
+def test_the_demo_says_when_no_redis_answers_without_a_traceback() -> None:
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run(
+        [*DEMO, "--port", "0", "--redis-url", f"redis://127.0.0.1:{port}/0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("taskevents demo: --redis-url: ")
+    assert "unavailable" in result.stderr
+    assert "Traceback" not in result.stderr
