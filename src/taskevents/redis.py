@@ -241,8 +241,8 @@ local size = fold(subject, seq, etype, tid, ttype, ARGV[6], ARGV[7], ARGV[8], AR
 -- published in the same script: an event recorded is an event published
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[15], '*', 'o', ARGV[14], 'j', subject,
            'q', seq, 'i', ARGV[7], 'y', etype, 'k', tid, 'n', ttype, 't', ARGV[8], 's', ARGV[9],
-           'd', ARGV[6], 'z', size)
-return {0, seq, tid, ttype}
+           'd', ARGV[6], 'z', size, 'r', #running)
+return {0, seq, tid, ttype, #running}
 """
 
 # ARGV: type, subject, task id, task type, data, event id, time, source, size less the
@@ -413,6 +413,8 @@ class RedisStateStore:
         #: the store: a :class:`RedisBridge` on it skips them, as this process has them.
         self.origin = uuid.uuid4().hex
         self._stream_id = uuid.uuid4().hex[:16]
+        # subject -> (seq, how many tasks ran after that event): see running_after
+        self._running_after: dict[str, tuple[int, int]] = {}
         #: The name of the store's connections on the server (``CLIENT LIST``), unless
         #: the URL sets ``client_name``.
         self.client_name = f"taskevents-store-{self.origin}"
@@ -586,7 +588,8 @@ class RedisStateStore:
             raise self._unavailable(exc) from exc
         status = reply[0]
         if status == 0:
-            _, seq, task_id, task_type = reply
+            _, seq, task_id, task_type, running = reply
+            self._note_running(subject, seq, running)
             event = TaskEvent(
                 text_id,
                 type,
@@ -605,6 +608,22 @@ class RedisStateStore:
         if status == 2:
             raise NoRunningTask(subject, task_id)
         raise ValidationError("task_id", "an id not already running", task_id)
+
+    def _note_running(self, subject: str, seq: int, count: int) -> None:
+        running = self._running_after
+        if len(running) >= 10_000:
+            running.clear()  # a hint, not a record: bounded
+        running[subject] = (seq, count)
+
+    def running_after(self, subject: str, seq: int) -> bool | None:
+        """Whether a task still ran on ``subject`` right after its event ``seq``, if this
+        process knows without asking the server (it recorded that event, or its bridge
+        brought it in); else None. What the Socket.IO adapter asks of an outcome, to
+        tell clients that another task runs on, without a round trip."""
+        known = self._running_after.get(subject)
+        if known is None or known[0] != seq:
+            return None
+        return known[1] > 0
 
     def running_task(self, subject: str, task_id: str | None = None) -> tuple[str, str] | None:
         """See :meth:`taskevents.StateStore.running_task`."""
@@ -1073,4 +1092,7 @@ class RedisBridge:
             json.loads(fields["d"]),
         )
         event._size = int(fields["z"])
+        running = fields.get("r")
+        if running is not None:
+            self.store._note_running(event.subject, event.seq, int(running))
         SIGNALS[type_].send(REMOTE, event=event)

@@ -339,3 +339,31 @@ def test_a_subject_forgotten_by_another_process_unsubscribes_clients_here(
     assert subscribe(client, "worker-only")["seq"] == 1
     other.completed("worker-only", {}, task_id="s2")
     assert client.wait_for("task_status_update")["seq"] == 2
+
+
+def test_an_outcome_says_busy_while_another_task_runs_whoever_emitted_it(
+    web: Callable[[], tuple[LiveServer, flask.Flask]], other: Emitter, clients: list[Client]
+) -> None:
+    # The store notes how many tasks run after each event it records or its bridge
+    # brings in, so the adapter knows without asking Redis; the answer must be the same.
+    (a, app) = web()
+    mine = TaskEvents.state(app).emitter
+    client, _ = connect(clients, a)
+    subscribe(client)
+    first = other.started("aws01", "change_ip", task_id="w1")
+    second = mine.started("aws01", "reboot", task_id="m1", exclusive=False)
+    third = other.started("aws01", "scan", task_id="w2")
+    other.completed("aws01", task_id=first.task_id)  # bridged: two still run
+    mine.completed("aws01", task_id=second.task_id)  # own: one still runs
+    last = other.completed("aws01", task_id=third.task_id)  # bridged: none
+    assert seqs_until(client, last.seq) == [1, 2, 3, 4, 5, 6]
+    ends = [u["update"] for u in client.updates() if u["update"]["event"] == "task_completed"]
+    assert [(u["task_id"], u["status"]) for u in ends] == [
+        ("w1", "busy"),
+        ("m1", "busy"),
+        ("w2", "idle"),
+    ]
+    store = mine.state
+    assert isinstance(store, RedisStateStore)
+    assert store.running_after("aws01", last.seq) is False
+    assert store.running_after("aws01", 1) is None  # not the last it knows of

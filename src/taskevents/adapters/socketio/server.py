@@ -427,10 +427,22 @@ class SocketIOAdapter(BackgroundAdapter):
     # -- events to clients ---------------------------------------------------------
 
     def handle(self, event: TaskEvent) -> None:
-        if event.type in OUTCOME_TYPES and self.emitter.state.running_task(event.subject):
+        if event.type in OUTCOME_TYPES and self._runs_on(event):
             # Another task still runs (exclusive=False): known now, not when delivered.
             self._still_busy.add(event.id)
         super().handle(event)
+
+    def _runs_on(self, event: TaskEvent) -> bool:
+        """Whether a task still runs on the subject of the outcome ``event``: from the
+        store's note of it when it has one (the Redis store, without a round trip),
+        else by asking."""
+        state = self.emitter.state
+        running_after = getattr(state, "running_after", None)
+        if running_after is not None:
+            known = running_after(event.subject, event.seq)
+            if isinstance(known, bool):
+                return known
+        return state.running_task(event.subject) is not None
 
     def _receive(self, sender: object, *, event: TaskEvent) -> None:
         if self._ordering:
