@@ -45,6 +45,7 @@ import contextlib
 import importlib
 import json
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -89,6 +90,7 @@ __all__ = ["RedisBridge", "RedisStateStore", "StoreUnavailable"]
 logger = logging.getLogger("taskevents")
 
 
+_PREFIX = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _URL_EXPECTED = "a Redis URL such as redis://127.0.0.1:6379/0 (redis://, rediss:// or unix://)"
 
 # -- the scripts ----------------------------------------------------------------------
@@ -354,6 +356,17 @@ def _datetime(text: str) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromtimestamp(value, timezone.utc)
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValidationError("data", "finite numbers", text)
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValidationError("data", "finite numbers", text)
+
+
 def _json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
@@ -375,7 +388,8 @@ class RedisStateStore:
     :param url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS)
         or ``unix:///path/to/socket?db=0``; options in its query (e.g.
         ``socket_timeout``) win over the arguments below.
-    :param prefix: the start of every key; stores with different prefixes share nothing.
+    :param prefix: the start of every key (letters, digits, ``.``, ``_``, ``-``); stores
+        with different prefixes share nothing.
     :param history_size: how many events per subject are kept for
         :meth:`~taskevents.StateStore.history`...
     :param history_bytes: ...and how many characters of JSON they may add up to per
@@ -405,7 +419,12 @@ class RedisStateStore:
         socket_connect_timeout: float = 2.0,
         max_connections: int = 50,
     ) -> None:
-        self.prefix = check_name(prefix, "prefix")
+        if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+            # No ":": a prefix "a:subject:b" would share keys with the prefix "a".
+            raise ValidationError(
+                "prefix", "1 to 64 letters, digits, '.', '_' or '-' (no ':')", prefix
+            )
+        self.prefix = prefix
         self.history_size = positive_int(history_size, "history_size")
         self.history_bytes = positive_int(history_bytes, "history_bytes")
         self.events_size = positive_int(events_size, "events_size")
@@ -413,6 +432,7 @@ class RedisStateStore:
         #: the store: a :class:`RedisBridge` on it skips them, as this process has them.
         self.origin = uuid.uuid4().hex
         self._stream_id = uuid.uuid4().hex[:16]
+        self._corrupt = ErrorReporter("RedisStateStore")
         # subject -> (seq, how many tasks ran after that event): see running_after
         self._running_after: dict[str, tuple[int, int]] = {}
         #: The name of the store's connections on the server (``CLIENT LIST``), unless
@@ -439,6 +459,9 @@ class RedisStateStore:
                 max_connections=positive_int(max_connections, "max_connections"),
                 timeout=socket_connect_timeout,
                 client_name=self.client_name,
+                # Bytes written by someone else that are not UTF-8 must not make every
+                # read raise (nor kill the bridge, which copies these options).
+                encoding_errors="replace",
             )
             # What the pool does on first use, done now: bad options fail here.
             pool.connection_class(**pool.connection_kwargs)
@@ -706,8 +729,19 @@ class RedisStateStore:
         return self._state(subject, cast("dict[str, str]", fields))
 
     def _state(self, subject: str, fields: dict[str, str]) -> SubjectState | None:
+        """The snapshot in a subject's hash; None if there is none, or if it cannot be
+        read (written by something else than this store: reported, once in a while)."""
         if "seq" not in fields:
             return None
+        try:
+            return self._parse_state(subject, fields)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._corrupt.report(
+                exc, f"to read the state of {subject[:64]!r}; left out", traceback=False
+            )
+            return None
+
+    def _parse_state(self, subject: str, fields: dict[str, str]) -> SubjectState:
         running = tuple(
             TaskInfo(
                 task_id,
@@ -984,9 +1018,16 @@ class RedisBridge:
                 reply = self._client.xread(
                     {self._key: self._last_id}, count=self.batch_size, block=self.block_ms
                 )
-            except self._errors as exc:
+            except Exception as exc:
                 if self._stop.is_set():
                     break
+                if not isinstance(exc, self._errors):
+                    # Not the server's absence (a reply this code cannot read): never
+                    # the end of the bridge; reported, then tried again after a pause.
+                    self.errors.report(exc, f"to read {self._key}")
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, self.retry_max)
+                    continue
                 if not outage:
                     outage = True
                     logger.warning(
@@ -1017,7 +1058,11 @@ class RedisBridge:
                 try:
                     self._dispatch(fields)
                 except Exception as exc:  # a bad entry: never the end of the bridge
-                    self.errors.report(exc, f"to read event {entry_id} of {self._key}")
+                    self.errors.report(
+                        exc,
+                        f"to read event {entry_id} of {self._key}",
+                        traceback=not isinstance(exc, (ValidationError, KeyError, ValueError)),
+                    )
             if len(entries) >= self.batch_size:
                 check = True  # behind: the stream may be trimmed before we catch up
 
@@ -1067,8 +1112,11 @@ class RedisBridge:
     def _dispatch(self, fields: Mapping[str, str]) -> None:
         if fields.get("o") == self.store.origin:
             return  # this process's own: delivered here when emitted
+        # Anyone who may write to the server may write here: what a store would not
+        # have recorded is refused (ValidationError, reported without a traceback).
+        subject = check_subject(fields.get("j"), "the entry's subject (j)")
         if "f" in fields:
-            subject_forgotten.send(REMOTE, subject=fields["j"], reason="forgotten")
+            subject_forgotten.send(REMOTE, subject=subject, reason="forgotten")
             return
         type_ = fields["y"]
         if not is_event_type(type_):
@@ -1080,16 +1128,22 @@ class RedisBridge:
                     type_[:64],
                 )
             return
+        seq = int(fields["q"])
+        if seq < 1:
+            raise ValidationError("the entry's seq (q)", "a whole number >= 1", seq)
+        data = json.loads(fields["d"], parse_float=_finite, parse_constant=_no_constant)
+        if not isinstance(data, dict):
+            raise ValidationError("the entry's data (d)", "a JSON object", data)
         event = TaskEvent(
             fields["i"],
             type_,
-            fields["j"],
-            fields["k"],
-            fields["n"],
-            int(fields["q"]),
+            subject,
+            check_name(fields["k"], "the entry's task id (k)"),
+            check_name(fields["n"], "the entry's task type (n)"),
+            seq,
             _load_time(fields["t"]),  # type: ignore[arg-type]
             fields["s"],
-            json.loads(fields["d"]),
+            data,
         )
         event._size = int(fields["z"])
         running = fields.get("r")

@@ -340,3 +340,62 @@ def test_events_of_another_real_process_reach_this_one(
         time.sleep(0.3)
     assert len(sent) == 2 * 7
     assert [e.to_dict() for e in got.events] == sent
+
+
+def test_foreign_and_undecodable_entries_are_skipped_and_the_bridge_goes_on(
+    make_store: Callable[..., RedisStateStore],
+    bridges: list[RedisBridge],
+    redis_url: str,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whoever may write to the server may write to the stream: entries a store would
+    not have recorded (bytes that are not UTF-8, a bad subject or seq, data that is
+    not an object, numbers that are not finite) are reported and skipped."""
+    import redis
+
+    store_a, store_b = make_store(), make_store()
+    emitter_a = Emitter(source="a", state=store_a)
+    got = Recorder()
+    forgotten: list[str] = []
+
+    def heard(sender: object, *, subject: str, reason: str) -> None:
+        forgotten.append(subject)
+
+    from taskevents.signals import subject_forgotten
+
+    subject_forgotten.connect(heard, sender=REMOTE)
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        with CallableAdapter(got, remote=True).connect(Emitter(state=store_b)):
+            bridges.append(RedisBridge(store_b, block_ms=200).start())
+            good = {b"o": b"x", b"y": b"task_started", b"k": b"t", b"n": b"n", b"i": b"e1"}
+            good |= {b"t": b"1700000000.0", b"s": b"forged", b"z": b"10"}
+            entries: list[dict[Any, Any]] = [
+                {b"o": b"x", b"j": b"\xff\xfe", b"f": b"1"},  # not UTF-8: read, replaced
+                {b"o": b"x", b"j": b"", b"f": b"1"},  # no subject
+                {**good, b"j": b"aws01", b"q": b"0", b"d": b"{}"},  # seq 0
+                {**good, b"j": b"aws01", b"q": b"1", b"d": b"[1, 2]"},  # data not an object
+                {**good, b"j": b"aws01", b"q": b"1", b"d": b'{"p": 1e999}'},  # infinite
+                {**good, b"j": b"a" * 200, b"q": b"1", b"d": b"{}"},  # name too long
+                {b"o": b"x", b"j": b"aws01"},  # fields missing
+            ]
+            for entry in entries:
+                raw.xadd(f"{prefix}:events", entry)
+            real = emitter_a.started("aws01", "change_ip")
+            assert got.wait_for(1) == [real]
+            assert bridges[-1].running
+            # Undecodable bytes are read as U+FFFD: a name, of no subject here.
+            assert forgotten == ["\ufffd\ufffd"]
+            assert bridges[-1].errors.count == 6
+    finally:
+        subject_forgotten.disconnect(heard)
+        raw.close()
+    assert "Traceback" not in caplog.text
+
+
+def test_a_prefix_is_letters_digits_dots_dashes_and_underscores(redis_url: str) -> None:
+    for bad in ("app:taskevents", "a{b}", "", "x" * 65, "space d"):
+        with pytest.raises(ValidationError, match="prefix"):
+            RedisStateStore(redis_url, prefix=bad)
+    RedisStateStore(redis_url, prefix="app.task-events_2").close()

@@ -862,3 +862,41 @@ def test_reads_while_redis_is_away_are_answered_as_unavailable(
     finally:
         client.close()
         live.stop()
+
+
+def test_a_crowd_of_reads_while_redis_does_not_answer_fails_within_one_timeout(
+    private_redis: Callable[..., PrivateRedis], apps: list[flask.Flask]
+) -> None:
+    """get_all_tasks requests that wait for one read of the store share its failure:
+    none waits for a timeout per request before it."""
+    server = private_redis(persistent=False)
+    url = f"{server.url}?socket_timeout=0.5&socket_connect_timeout=0.5"
+    app = redis_app(apps, url, "faults")
+    TaskEvents(app, SocketIO(app, async_mode="threading"))
+    adapter = TaskEvents.state(app).socketio_adapter
+    assert adapter is not None
+    assert set(adapter.all_tasks()) == {"aws01"}
+    server.pause()  # accepts, never answers
+    try:
+        took: list[float] = []
+        failed: list[bool] = []
+
+        def ask() -> None:
+            began = time.monotonic()
+            try:
+                adapter.all_tasks()
+            except StoreUnavailable:
+                failed.append(True)
+            took.append(time.monotonic() - began)
+
+        threads = [threading.Thread(target=ask) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(failed) == 12
+        # Twelve reads one after another would take 6 s; shared, about one timeout
+        # (two at most: one under way when the first came, one after).
+        assert max(took) < 2 * 0.5 + SLACK, took
+    finally:
+        server.resume()

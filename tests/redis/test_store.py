@@ -236,13 +236,17 @@ def test_two_stores_on_one_prefix_are_one_state(
 def test_stores_with_other_prefixes_share_nothing(
     make_store: Callable[..., RedisStateStore], redis_client: redis.Redis, prefix: str
 ) -> None:
-    other_prefix = prefix + ":other"
+    other_prefix = prefix + "-other"
     other = make_store(prefix=other_prefix)
-    Emitter(state=make_store()).started("aws01", "change_ip")
-    assert other.subjects() == []
-    assert Emitter(state=other).started("aws01", "change_ip").seq == 1
-    # (the prefix fixture deletes "{prefix}:*": the other prefix's keys too)
-    assert redis_client.exists(f"{other_prefix}:subject:aws01")
+    try:
+        Emitter(state=make_store()).started("aws01", "change_ip")
+        assert other.subjects() == []
+        assert Emitter(state=other).started("aws01", "change_ip").seq == 1
+        assert redis_client.exists(f"{other_prefix}:subject:aws01")
+    finally:
+        keys = list(redis_client.scan_iter(match=f"{other_prefix}:*"))
+        if keys:
+            redis_client.delete(*keys)
 
 
 def test_history_size_and_the_other_options_are_validated(redis_url: str) -> None:
@@ -833,3 +837,15 @@ def test_more_threads_than_connections_wait_for_one_instead_of_failing(
 def test_max_connections_is_validated(redis_url: str) -> None:
     with pytest.raises(ValidationError, match="max_connections"):
         RedisStateStore(redis_url, max_connections=0)
+
+
+def test_a_subject_written_by_something_else_is_left_out_not_fatal(
+    emitter: Emitter, store: RedisStateStore, redis_client: redis.Redis, prefix: str
+) -> None:
+    emitter.register("good")
+    emitter.register("bad")
+    redis_client.hset(f"{prefix}:subject:bad", "running", "not json")
+    redis_client.sadd(f"{prefix}:subjects", b"\xff\xfe")  # not UTF-8
+    assert set(store.snapshot_all()) == {"good"}
+    assert store.snapshot("bad") is None
+    assert store.snapshot("good") is not None

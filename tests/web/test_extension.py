@@ -488,3 +488,38 @@ def test_newcomer_mistakes_in_the_configuration_are_named(
     with pytest.raises(ValidationError) as caught:
         TaskEvents(third, SocketIO(third, async_mode="threading"), emitter="x")  # type: ignore[arg-type]
     assert caught.value.field == "emitter"
+
+
+def test_the_list_of_every_subject_is_rate_limited_by_what_it_costs(
+    apps: list[flask.Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that loops on GET /api/tasks at 12,000 subjects gets four lists, then a
+    429 with Retry-After; another client, and a small deployment, are not limited."""
+    from taskevents.flask.api import SubjectBudget
+
+    now = [1000.0]  # the budget's clock stands still, whatever this machine's speed
+    monkeypatch.setattr(SubjectBudget, "clock", staticmethod(lambda: now[0]))
+    app = make_app(apps)
+    TaskEvents(app, SocketIO(app, async_mode="threading"))
+    emitter = TaskEvents.state(app).emitter
+    for n in range(12_000):
+        emitter.register(f"vm{n:05d}")
+    client = app.test_client()
+    codes = [client.get("/api/tasks").status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 200, 429]
+    refused = client.get("/api/tasks")
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    body = refused.get_json()["error"]
+    assert body["retry_after"] == int(refused.headers["Retry-After"])
+    assert "50,000 subjects at once, then 10,000 a second" in body["message"]
+    other = client.get("/api/tasks", environ_base={"REMOTE_ADDR": "127.0.0.2"})
+    assert other.status_code == 200
+    assert client.get("/api/tasks/vm00001").status_code == 200  # one subject: no limit
+
+    now[0] += 1.2  # 12,000 more subjects' worth
+    assert client.get("/api/tasks").status_code == 200
+
+    small = make_app(apps)
+    TaskEvents(small, SocketIO(small, async_mode="threading"))
+    assert {small.test_client().get("/api/tasks").status_code for _ in range(50)} == {200}

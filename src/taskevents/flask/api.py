@@ -1,14 +1,18 @@
 """The REST endpoints (a blueprint) and the JSON errors under their prefix.
 
-``GET <prefix>`` lists every subject the caller may watch, ``GET <prefix>/<subject>``
-gives one; both read through the Socket.IO adapter's public methods, so they answer
-exactly what a Socket.IO client with the same identity would get. Every error under the
-prefix is JSON, ``{"error": {"message": ..., ...}}``, Flask's own included (an unknown
-path, a method the path does not take, a body too large, a crash).
+``GET <prefix>`` lists every subject the caller may watch (rate-limited by what that
+costs: see :class:`SubjectBudget`), ``GET <prefix>/<subject>`` gives one; both read
+through the Socket.IO adapter's public methods, so they answer exactly what a Socket.IO
+client with the same identity would get. Every error under the prefix is JSON,
+``{"error": {"message": ..., ...}}``, Flask's own included (an unknown path, a method
+the path does not take, a body too large, a crash).
 """
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,10 +28,55 @@ from taskevents.adapters.socketio import SocketIOAdapter
 from taskevents.adapters.socketio.protocol import snapshot_payload, timestamp
 from taskevents.exceptions import StoreUnavailable
 
-__all__ = ["API_ERROR_CODES", "api_blueprint", "json_error", "json_errors_under"]
+__all__ = ["API_ERROR_CODES", "SubjectBudget", "api_blueprint", "json_error", "json_errors_under"]
 
 #: ``identify() -> (accepted, identity)``: who makes the current request.
 Identify = Callable[[], tuple[bool, Any]]
+
+
+class SubjectBudget:
+    """How many subjects ``GET <prefix>`` may list for one client: ``burst`` at once,
+    then ``rate`` a second. With a few dozen subjects nobody notices; with 10,000 (a
+    list of several MB, most of a second to build) a client gets five lists at once,
+    then one a second, and a client that loops cannot take the process's CPU from
+    everyone else. A client is its identity (from the ``authenticate`` hook) or, if it
+    has none, its address."""
+
+    #: The clock it reads (seconds).
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+
+    def __init__(self, burst: float = 50_000, rate: float = 10_000) -> None:
+        self.burst = burst
+        self.rate = rate
+        self._clients: dict[Any, tuple[float, float]] = {}  # key -> (tokens, when)
+        self._lock = threading.Lock()
+
+    def take(self, client: Any, cost: int) -> float:
+        """Spend ``cost`` (capped at ``burst``) for ``client``; 0.0 if it could, else the
+        seconds until it can."""
+        cost = min(max(cost, 1), int(self.burst))
+        now = self.clock()
+        with self._lock:
+            if len(self._clients) >= 10_000:
+                self._clients.clear()  # bounded; a reset is generous, not wrong
+            tokens, when = self._clients.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - when) * self.rate)
+            if tokens < cost:
+                self._clients[client] = (tokens, now)
+                return (cost - tokens) / self.rate
+            self._clients[client] = (tokens - cost, now)
+            return 0.0
+
+
+def _client_key(identity: Any) -> Any:
+    if identity is not None:
+        try:
+            hash(identity)
+        except TypeError:
+            return ("identity", repr(identity)[:200])
+        return ("identity", identity)
+    return ("address", flask.request.remote_addr)
+
 
 #: The HTTP errors Flask itself raises that are answered in JSON under the prefix.
 API_ERROR_CODES = (400, 404, 405, 413, 500)
@@ -45,12 +94,25 @@ def api_blueprint(identify: Identify, adapter: Callable[[], SocketIOAdapter]) ->
     the current app's Socket.IO adapter, whose ``allowed()`` and ``all_tasks()`` decide
     what the caller sees."""
     api = flask.Blueprint("taskevents_api", __name__)
+    budget = SubjectBudget()
 
     @api.get("")
     def all_tasks() -> flask.Response:
         ok, identity = identify()
         if not ok:
             return json_error(401, "authentication required")
+        wait = budget.take(_client_key(identity), adapter().emitter.state.subject_count())
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            response = json_error(
+                429,
+                f"too many requests: this list may be fetched for at most "
+                f"{budget.burst:,.0f} subjects at once, then {budget.rate:,.0f} a second; "
+                f"try again in {seconds} s",
+                retry_after=seconds,
+            )
+            response.headers["Retry-After"] = str(seconds)
+            return response
         # The Socket.IO all_tasks message is the status dict itself; here it is kept
         # under "tasks", with the time it was read.
         return flask.jsonify({"tasks": adapter().all_tasks(identity), "timestamp": timestamp()})

@@ -359,7 +359,10 @@ class SocketIOAdapter(BackgroundAdapter):
         self._queued_seq: dict[str, int] = {}
         # The last snapshot_all() read and when it ended (see _snapshot_all).
         self._all_lock = threading.Lock()
-        self._all_read: tuple[dict[str, SubjectState] | None, float] = (None, 0.0)
+        self._all_read: tuple[dict[str, SubjectState] | StoreUnavailable | None, float] = (
+            None,
+            0.0,
+        )
         self._ahead: dict[str, set[str]] = {}
         self._handlers = (
             ("connect", self._on_connect),
@@ -789,13 +792,23 @@ class SocketIOAdapter(BackgroundAdapter):
             self._pending_joins.add((sid, subject))
         stream = self._stream = self.stream_id
         since = effective_since(request.since, request.stream, stream)
+        # The history is read before the gate is taken: the gate holds back every
+        # subject's events, and a long replay may take a while to read.
+        early = state.history(subject, since) if since is not None and since >= 0 else None
         with self.emitter.ordered(subject), self._remote_gate:
             # No event of the subject reaches the adapter until the worker has the join in
             # its queue, so the client gets exactly the events after the snapshot. (An
             # event of another process may be in the snapshot and still come after the
             # join: the join's floor keeps it from the client.)
             snapshot = state.snapshot(subject)
-            replay = state.history(subject, since) if since is not None and since >= 0 else None
+            replay = None
+            if early is not None and snapshot is not None:
+                read_up_to = early[-1].seq if early else since
+                if read_up_to is not None and snapshot.seq > read_up_to:
+                    more = state.history(subject, read_up_to)  # what came meanwhile
+                    early = None if more is None else [*early, *more]
+                if early is not None:  # nothing after the snapshot: it comes live
+                    replay = [event for event in early if event.seq <= snapshot.seq]
             if snapshot is not None:
                 self.call_soon(
                     subject, functools.partial(self._join, sid, snapshot, since, replay, stream)
@@ -869,12 +882,21 @@ class SocketIOAdapter(BackgroundAdapter):
         """The store's ``snapshot_all()``, read once for every request that comes while
         a read is under way: with thousands of subjects (on Redis, most of a second),
         a crowd of ``get_all_tasks`` costs one read, not one each. What a request gets
-        was read after it came, or was being read when it came."""
+        was read after it came, or was being read when it came; a read that failed
+        fails every request that waited for it (so that while the store does not
+        answer, each waits one timeout at most, not one per request before it)."""
         asked = time.monotonic()
         with self._all_lock:
-            snapshots, read_at = self._all_read
-            if snapshots is not None and read_at >= asked:
-                return snapshots
-            snapshots = self.emitter.state.snapshot_all()
+            outcome, read_at = self._all_read
+            if read_at >= asked:
+                if isinstance(outcome, StoreUnavailable):
+                    raise StoreUnavailable(str(outcome))
+                if outcome is not None:
+                    return outcome
+            try:
+                snapshots = self.emitter.state.snapshot_all()
+            except StoreUnavailable as exc:
+                self._all_read = (exc, time.monotonic())
+                raise
             self._all_read = (snapshots, time.monotonic())
             return snapshots

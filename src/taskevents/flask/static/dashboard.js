@@ -208,10 +208,12 @@
   // -- cards ----------------------------------------------------------------------------
 
   const cardsRoot = role("cards");
+  let cardsBuilt = 0; // ids of their own: names such as "a b" and "a.b" would share one
 
   function buildCard(subject) {
     const name = subject.name;
-    const titleId = "card-title-" + name.replace(/[^A-Za-z0-9_-]/g, "_");
+    cardsBuilt += 1;
+    const titleId = "card-title-" + cardsBuilt;
     const fill = el("div", { className: "progress-fill" });
     const dom = {
       card: null,
@@ -873,25 +875,32 @@
     }
   });
 
+  // A text from a task, isolated (FSI ... PDI): a right-to-left override in it cannot
+  // turn the rest of the line around.
+  function iso(text) {
+    return "\u2068" + String(text) + "\u2069";
+  }
+
   function describeUpdate(update) {
+    const type = iso(update.task_type || "task");
     switch (update.event) {
       case "task_started":
-        return (update.task_type || "task") + " started";
+        return type + " started";
       case "task_progress": {
         const progress = update.progress || {};
         const percent = percentOf(progress);
         const parts = [];
         if (percent !== null) parts.push(Math.round(percent) + "%");
-        if (progress.stage) parts.push(String(progress.stage));
-        if (progress.message) parts.push(String(progress.message));
+        if (progress.stage) parts.push(iso(progress.stage));
+        if (progress.message) parts.push(iso(progress.message));
         return parts.join(" · ");
       }
       case "task_completed":
-        return (update.task_type || "task") + " completed" + (update.result ? ": " + summarize(update.result, 100) : "");
+        return type + " completed" + (update.result ? ": " + iso(summarize(update.result, 100)) : "");
       case "task_failed":
-        return (update.task_type || "task") + " failed: " + describeError(update.error);
+        return type + " failed: " + iso(describeError(update.error));
       case "task_cancelled":
-        return (update.task_type || "task") + " cancelled" + (update.reason ? ": " + update.reason : "");
+        return type + " cancelled" + (update.reason ? ": " + iso(update.reason) : "");
       default:
         return summarize(update, 120);
     }
