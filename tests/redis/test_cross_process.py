@@ -367,3 +367,38 @@ def test_an_outcome_says_busy_while_another_task_runs_whoever_emitted_it(
     assert isinstance(store, RedisStateStore)
     assert store.running_after("aws01", last.seq) is False
     assert store.running_after("aws01", 1) is None  # not the last it knows of
+
+
+def test_a_sequence_that_started_again_unseen_is_followed_not_dropped(
+    web: Callable[[], tuple[LiveServer, flask.Flask]],
+    other: Emitter,
+    clients: list[Client],
+    redis_client: redis.Redis,
+    prefix: str,
+) -> None:
+    # The subject's keys vanish (a flush, a restart without persistence) and this
+    # process misses the new sequence's first events: the next one still reaches the
+    # clients, as the store's own seq shows that it started again.
+    (a, app) = web()
+    state = TaskEvents.state(app)
+    assert state.bridge is not None
+    state.bridge.close()
+    client, _ = connect(clients, a)
+    subscribe(client)
+
+    def bridged(event: Any) -> None:
+        SIGNALS[event.type].send(REMOTE, event=event)
+
+    for event in (
+        other.started("aws01", "change_ip", task_id="w1"),
+        other.progress("aws01", 50, task_id="w1"),
+        other.completed("aws01", {}, task_id="w1"),
+    ):
+        bridged(event)
+    assert seqs_until(client, 3) == [1, 2, 3]
+    redis_client.delete(f"{prefix}:subject:aws01", f"{prefix}:history:aws01")
+    other.started("aws01", "change_ip", task_id="w2")  # seq 1, missed here
+    again = other.completed("aws01", {}, task_id="w2")
+    assert again.seq == 2
+    bridged(again)
+    assert client.wait_for("task_status_update")["seq"] == 2

@@ -483,9 +483,10 @@ class SocketIOAdapter(BackgroundAdapter):
                 if not ahead:
                     del self._ahead[subject]
                 return []  # queued already, from the history
-            if seq != 1:
+            if seq != 1 and not self._restarted(subject, last):
                 return []  # given twice (e.g. two bridges on one store): queued already
-            # A sequence that starts again (the store lost its data): from here on.
+            # A sequence that starts again (the store lost its data, or the subject was
+            # forgotten and this process missed it): from here on.
             self._ahead.pop(subject, None)
             self._queued_seq[subject] = seq
             return [event]
@@ -501,6 +502,15 @@ class SocketIOAdapter(BackgroundAdapter):
             ahead.update(one.id for one in between)
         self._queued_seq[subject] = seq
         return [*between, event]
+
+    def _restarted(self, subject: str, last: int) -> bool:
+        """Whether the store's sequence for ``subject`` is behind ``last``, the highest
+        seq queued here (it started again); asked only when an event comes again."""
+        try:
+            return self.emitter.state.last_seq(subject) < last
+        except Exception as exc:
+            self.errors.report(exc, f"to read the last seq of {subject!r}")
+            return False
 
     def deliver(self, event: TaskEvent) -> None:
         still_busy = bool(self._still_busy) and event.id in self._still_busy
