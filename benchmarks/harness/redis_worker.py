@@ -16,7 +16,7 @@ Driven by JSON lines on stdin, answering with JSON lines on stdout (see
     T threads, each with a task running on a subject of its own, make N
     ``emitter.progress()`` calls each (after ``N / 10`` untimed ones), all at once:
     events/s, and the calls' p50/p99 with one thread. The Redis store has the prefix
-    ``{prefix}:store``, which no web process's bridge reads.
+    ``{prefix}-store``, which no web process's bridge reads.
 ``{"cmd": "quit"}``
     exit (so does the end of stdin, or the orchestrator's death).
 """
@@ -97,7 +97,7 @@ def store_rate(url: str, prefix: str, store: str, threads: int, calls: int) -> d
     from taskevents import Emitter
     from taskevents.redis import RedisStateStore
 
-    redis_store = RedisStateStore(url, prefix=f"{prefix}:store") if store == "redis" else None
+    redis_store = RedisStateStore(url, prefix=f"{prefix}-store") if store == "redis" else None
     emitter = Emitter(source=SOURCE, state=redis_store) if redis_store else Emitter(source=SOURCE)
     run = os.urandom(4).hex()
     barrier = threading.Barrier(threads + 1)
