@@ -97,6 +97,6 @@ def test_redis_benchmark_quick_runs_prints_its_tables_and_loses_nothing(tmp_path
 
     client = redis.Redis.from_url(REDIS_URL)
     try:
-        assert not list(client.scan_iter(match=f"{document['prefix']}[:-]*", count=1000))
+        assert not list(client.scan_iter(match=f"{document['prefix']}[-:]*", count=1000))
     finally:
         client.close()

@@ -167,7 +167,7 @@ def delete_keys(info: RedisInfo, prefix: str) -> int:
     then DEL in batches); returns how many."""
     deleted = 0
     batch: list[str] = []
-    for key in info.client.scan_iter(match=f"{prefix}[:-]*", count=1000):
+    for key in info.client.scan_iter(match=f"{prefix}[-:]*", count=1000):
         batch.append(key)
         if len(batch) >= 500:
             deleted += int(info.client.delete(*batch))
