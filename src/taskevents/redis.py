@@ -356,6 +356,17 @@ def _datetime(text: str) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromtimestamp(value, timezone.utc)
 
 
+def _wrong_type(exc: Exception) -> bool:
+    """Whether the server refused a command because a key holds another type."""
+    return str(exc).startswith("WRONGTYPE")
+
+
+def _from_timestamp(value: float) -> datetime:
+    if value != value:
+        raise ValueError("not a number")
+    return datetime.fromtimestamp(value, timezone.utc)
+
+
 def _finite(text: str) -> float:
     value = float(text)
     if value != value or value in (float("inf"), float("-inf")):
@@ -725,6 +736,9 @@ class RedisStateStore:
         try:
             fields = self._client.hgetall(f"{self.prefix}:subject:{subject}")
         except self._errors as exc:
+            if _wrong_type(exc):  # not a hash: written by something else
+                self._corrupt.report(exc, f"to read {subject[:64]!r}", traceback=False)
+                return None
             raise self._unavailable(exc) from exc
         return self._state(subject, cast("dict[str, str]", fields))
 
@@ -788,10 +802,16 @@ class RedisStateStore:
                 with self._client.pipeline(transaction=False) as pipe:
                     for subject in chunk:
                         pipe.hgetall(f"{self.prefix}:subject:{subject}")
-                    replies = pipe.execute()
+                    replies = pipe.execute(raise_on_error=False)
             except self._errors as exc:
                 raise self._unavailable(exc) from exc
             for subject, fields in zip(chunk, replies, strict=True):
+                if isinstance(fields, Exception):
+                    if not _wrong_type(fields):
+                        raise self._unavailable(fields)
+                    # not a hash: written by something else, left out
+                    self._corrupt.report(fields, f"to read {subject[:64]!r}", traceback=False)
+                    continue
                 snapshot = self._state(subject, fields)
                 if snapshot is not None:  # forgotten meanwhile
                     result[subject] = snapshot
@@ -1134,6 +1154,11 @@ class RedisBridge:
         data = json.loads(fields["d"], parse_float=_finite, parse_constant=_no_constant)
         if not isinstance(data, dict):
             raise ValidationError("the entry's data (d)", "a JSON object", data)
+        time = _load_time(fields["t"])
+        try:  # what the event's time will be asked for: a datetime, and its text
+            (time if isinstance(time, datetime) else _from_timestamp(time)).isoformat()
+        except (ValueError, OverflowError, OSError):
+            raise ValidationError("the entry's time (t)", "a time", fields["t"]) from None
         event = TaskEvent(
             fields["i"],
             type_,
@@ -1141,7 +1166,7 @@ class RedisBridge:
             check_name(fields["k"], "the entry's task id (k)"),
             check_name(fields["n"], "the entry's task type (n)"),
             seq,
-            _load_time(fields["t"]),  # type: ignore[arg-type]
+            time,  # type: ignore[arg-type]
             fields["s"],
             data,
         )

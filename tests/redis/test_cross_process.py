@@ -402,3 +402,32 @@ def test_a_sequence_that_started_again_unseen_is_followed_not_dropped(
     assert again.seq == 2
     bridged(again)
     assert client.wait_for("task_status_update")["seq"] == 2
+
+
+def test_forged_entries_neither_wedge_the_adapter_nor_replay_the_history(
+    web: Callable[[], tuple[LiveServer, flask.Flask]],
+    other: Emitter,
+    clients: list[Client],
+    redis_client: redis.Redis,
+    prefix: str,
+) -> None:
+    """Entries added to the stream by hand: a time no datetime can hold is refused by
+    the bridge; a seq 1 for a live subject is not taken for a new sequence (that would
+    make the next event fill the gap with the whole history again)."""
+    (a, _) = web()
+    client, _ = connect(clients, a)
+    subscribe(client)
+    first = other.started("aws01", "change_ip", task_id="w1")
+    assert seqs_until(client, first.seq) == [1]
+    forged = {"o": "x", "y": "task_progress", "k": "w1", "n": "change_ip", "i": "ev_forged"}
+    forged |= {"s": "forged", "z": "10", "d": "{}"}
+    redis_client.xadd(f"{prefix}:events", {**forged, "j": "aws02", "q": "1", "t": "inf"})
+    redis_client.xadd(f"{prefix}:events", {**forged, "j": "aws02", "q": "1", "t": "1e300"})
+    redis_client.xadd(f"{prefix}:events", {**forged, "j": "aws01", "q": "1", "t": "1.0"})
+    # lifecycle events only: progress may be coalesced
+    then = [other.started("aws01", "scan", task_id=f"w{n}").seq for n in (2, 3)]
+    done = other.completed("aws01", {}, task_id="w1")
+    assert seqs_until(client, done.seq) == [*then, done.seq]
+    assert client.drain(0.3) == []
+    # ...and the adapter still serves another subject
+    assert subscribe(client, "aws02")["seq"] == 0

@@ -849,3 +849,13 @@ def test_a_subject_written_by_something_else_is_left_out_not_fatal(
     assert set(store.snapshot_all()) == {"good"}
     assert store.snapshot("bad") is None
     assert store.snapshot("good") is not None
+
+
+def test_a_subject_key_of_another_type_is_left_out_not_an_outage(
+    emitter: Emitter, store: RedisStateStore, redis_client: redis.Redis, prefix: str
+) -> None:
+    emitter.register("good")
+    redis_client.sadd(f"{prefix}:subjects", "evil")
+    redis_client.set(f"{prefix}:subject:evil", "not a hash")
+    assert set(store.snapshot_all()) == {"good"}
+    assert store.snapshot("evil") is None

@@ -304,13 +304,18 @@ class BackgroundAdapter(Adapter):
         counted as dropped); None retries until delivered or closed.
 
     An error that retrying cannot fix (:meth:`~BackgroundAdapter.is_permanent`: by default a
-    ``TypeError``, ``ValueError`` or ``RecursionError``, such as an event the sink
-    cannot encode) gives the event up at once, logged and counted as ``dropped`` and
+    ``TypeError``, ``ValueError``, ``ArithmeticError`` or ``RecursionError``, such as an
+    event the sink cannot encode) gives the event up at once, logged and counted as ``dropped`` and
     ``rejected``: no single event can hold the queue for ever.
     """
 
     #: The errors :meth:`is_permanent` calls permanent by default.
-    permanent_errors: tuple[type[BaseException], ...] = (TypeError, ValueError, RecursionError)
+    permanent_errors: tuple[type[BaseException], ...] = (
+        TypeError,
+        ValueError,
+        ArithmeticError,
+        RecursionError,
+    )
 
     def __init__(
         self,

@@ -101,7 +101,11 @@ def api_blueprint(identify: Identify, adapter: Callable[[], SocketIOAdapter]) ->
         ok, identity = identify()
         if not ok:
             return json_error(401, "authentication required")
-        wait = budget.take(_client_key(identity), adapter().emitter.state.subject_count())
+        served = adapter()
+        count = served.listed_last()
+        if count is None:
+            count = served.emitter.state.subject_count()
+        wait = budget.take(_client_key(identity), count)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             response = json_error(

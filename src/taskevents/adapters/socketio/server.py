@@ -483,7 +483,7 @@ class SocketIOAdapter(BackgroundAdapter):
                 if not ahead:
                     del self._ahead[subject]
                 return []  # queued already, from the history
-            if seq != 1 and not self._restarted(subject, last):
+            if not self._restarted(subject, last):
                 return []  # given twice (e.g. two bridges on one store): queued already
             # A sequence that starts again (the store lost its data, or the subject was
             # forgotten and this process missed it): from here on.
@@ -887,6 +887,12 @@ class SocketIOAdapter(BackgroundAdapter):
         return all_tasks_payload(
             self._snapshot_all(), lambda subject: self.access.allowed(identity, subject)
         )
+
+    def listed_last(self) -> int | None:
+        """How many subjects the last read of them all found (None before the first):
+        what the REST endpoint's rate limit counts a list as, without a read."""
+        outcome = self._all_read[0]
+        return len(outcome) if isinstance(outcome, dict) else None
 
     def _snapshot_all(self) -> dict[str, SubjectState]:
         """The store's ``snapshot_all()``, read once for every request that comes while
