@@ -419,7 +419,8 @@ def test_forged_entries_neither_wedge_the_adapter_nor_replay_the_history(
     subscribe(client)
     first = other.started("aws01", "change_ip", task_id="w1")
     assert seqs_until(client, first.seq) == [1]
-    forged = {"o": "x", "y": "task_progress", "k": "w1", "n": "change_ip", "i": "ev_forged"}
+    forged: dict[Any, Any] = {"o": "x", "y": "task_progress", "k": "w1", "n": "change_ip"}
+    forged["i"] = "ev_forged"
     forged |= {"s": "forged", "z": "10", "d": "{}"}
     redis_client.xadd(f"{prefix}:events", {**forged, "j": "aws02", "q": "1", "t": "inf"})
     redis_client.xadd(f"{prefix}:events", {**forged, "j": "aws02", "q": "1", "t": "1e300"})
