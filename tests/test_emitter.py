@@ -255,3 +255,81 @@ def test_track_with_a_non_json_result_fails_the_task_and_says_why(emitter: Emitt
     assert [e.type for e in events] == ["task_started", "task_failed"]
     assert events[-1].data["error"]["type"] == "ValidationError"
     assert emitter.state.snapshot("aws01").status == "idle"  # type: ignore[union-attr]
+
+
+# -- track() in coroutines ------------------------------------------------------------
+
+
+def test_track_on_an_async_def_reports_after_the_body_has_run() -> None:
+    import asyncio
+
+    emitter = Emitter()
+    ran: list[str] = []
+
+    @emitter.track("aws01", "change_ip")
+    async def change_ip(address: str) -> dict[str, str]:
+        ran.append("body")
+        await asyncio.sleep(0.01)
+        assert emitter.state.snapshot("aws01").status == "busy"  # type: ignore[union-attr]
+        return {"ip": address}
+
+    with capture_events(emitter) as events:
+        pending = change_ip("203.0.113.7")
+        assert events == []  # nothing before it is awaited
+        assert asyncio.run(pending) == {"ip": "203.0.113.7"}
+    assert ran == ["body"]
+    assert [e.type for e in events] == ["task_started", "task_completed"]
+    assert events[1].data["result"] == {"ip": "203.0.113.7"}
+    assert change_ip.__name__ == "change_ip"
+
+
+def test_track_on_an_async_def_reports_failure_and_cancellation() -> None:
+    import asyncio
+
+    emitter = Emitter()
+
+    @emitter.track("aws01", "change_ip")
+    async def broken() -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("the instance refused the new address")
+
+    @emitter.track("aws02", "change_ip")
+    async def endless() -> None:
+        await asyncio.sleep(3600)
+
+    async def cancel_it() -> None:
+        task = asyncio.create_task(endless())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with capture_events(emitter) as events:
+        with pytest.raises(RuntimeError, match="refused"):
+            asyncio.run(broken())
+        asyncio.run(cancel_it())
+    assert [(e.subject, e.type) for e in events] == [
+        ("aws01", "task_started"),
+        ("aws01", "task_failed"),
+        ("aws02", "task_started"),
+        ("aws02", "task_cancelled"),
+    ]
+    assert events[3].data["reason"] == "CancelledError"
+    assert emitter.state.snapshot("aws02").status == "idle"  # type: ignore[union-attr]
+
+
+def test_async_with_track_reports_like_with() -> None:
+    import asyncio
+
+    emitter = Emitter()
+
+    async def run() -> None:
+        async with emitter.track("aws01", "change_ip") as task:
+            task.progress(50, stage="execution")
+            await asyncio.sleep(0)
+            task.result = {"ip": "203.0.113.7"}
+
+    with capture_events(emitter) as events:
+        asyncio.run(run())
+    assert [e.type for e in events] == ["task_started", "task_progress", "task_completed"]
+    assert events[2].data["result"] == {"ip": "203.0.113.7"}

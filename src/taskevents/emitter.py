@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
@@ -397,6 +398,14 @@ class Emitter:
         An exception in the body emits ``task_failed`` and is re-raised; a
         :class:`BaseException` that is not an :class:`Exception` (e.g.
         :class:`KeyboardInterrupt`) emits ``task_cancelled``.
+
+        In coroutines, ``async with emitter.track(...) as task:`` does the same, and on
+        an ``async def`` the decorator awaits the body before it reports the outcome;
+        ``asyncio.CancelledError`` (the task was cancelled) emits
+        ``task_cancelled``::
+
+            @emitter.track("aws01", "change_ip")
+            async def change_ip() -> dict[str, str]: ...
         """
         return TaskTracker(self, subject, task_type, task_id, exclusive)
 
@@ -561,7 +570,21 @@ class TaskTracker:
             # Never hide the body's own exception behind ours.
             logger.exception("could not report the end of task %s on %r", task_id, self.subject)
 
+    async def __aenter__(self) -> TaskTracker:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        if inspect.iscoroutinefunction(func):
+            return self._wrap_coroutine_function(func)  # type: ignore[return-value]
+
         @functools.wraps(func)
         def tracked(*args: P.args, **kwargs: P.kwargs) -> R:
             with TaskTracker(
@@ -569,6 +592,20 @@ class TaskTracker:
             ) as tracker:
                 value = func(*args, **kwargs)
                 tracker.result = value  # not JSON: the task fails, as in a with block
+                return value
+
+        return tracked
+
+    def _wrap_coroutine_function(
+        self, func: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
+        @functools.wraps(func)
+        async def tracked(*args: P.args, **kwargs: P.kwargs) -> R:
+            async with TaskTracker(
+                self.emitter, self.subject, self.task_type, self._requested_id, self.exclusive
+            ) as tracker:
+                value = await func(*args, **kwargs)
+                tracker.result = value
                 return value
 
         return tracked
