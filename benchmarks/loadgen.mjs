@@ -31,14 +31,14 @@
 // Latency of a message = its receive time - the send time it carries: `sent_ms` (a float
 // of milliseconds since the epoch, set by the server just before the emit call) in the
 // update's `details`, `result` or `progress`, else the ISO `timestamp` (millisecond
-// resolution). Both clocks are the same machine's wall clock; the receive time is
-// performance.timeOrigin + performance.now() (sub-millisecond) with `--clock perf`, the
-// default. That is the monotonic clock from the wall-clock time the process started: on
-// a machine whose wall clock runs apart from its monotonic clock (a VM whose wall clock
-// is stepped: one measured here gained 0.5 ms every 100 ms), it drifts from the
-// sender's time.time() for as long as the process lives. `--clock realtime` reads the
-// wall clock at every message instead: Date.now() + 0.5 (millisecond resolution, the
-// 0.5 centring its truncation, so no bias on average). time.time_ns() would not survive
+// resolution). Both clocks are the same machine's wall clock. With `--clock realtime`,
+// the default, the receive time reads the wall clock at every message: Date.now() + 0.5
+// (millisecond resolution, the 0.5 centring its truncation, so no bias on average).
+// With `--clock perf` it is performance.timeOrigin + performance.now() (sub-millisecond):
+// the monotonic clock from the wall-clock time the process started, which on a machine
+// whose wall clock runs apart from its monotonic clock (a VM whose wall clock is
+// stepped: one measured here gained 0.5 ms every 100 ms) drifts from the sender's
+// time.time() for as long as the process lives. time.time_ns() would not survive
 // a JavaScript number (> 2^53), hence milliseconds.
 //
 // Bounded: connecting gives up after --connect-timeout-ms, every phase after its
@@ -56,7 +56,7 @@ function parseArgs(argv) {
     connectTimeoutMs: 30000,
     maxSeconds: 900,
     assign: "all",
-    clock: "perf",
+    clock: "realtime",
     connectConcurrency: 0,
   };
   for (let i = 0; i < argv.length; i += 2) {
