@@ -495,7 +495,7 @@ def test_the_list_of_every_subject_is_rate_limited_by_what_it_costs(
 ) -> None:
     """A client that loops on GET /api/tasks at 12,000 subjects gets four lists, then a
     429 with Retry-After; another client, and a small deployment, are not limited."""
-    from taskevents.flask.api import SubjectBudget
+    from taskevents.adapters.socketio.protocol import SubjectBudget
 
     now = [1000.0]  # the budget's clock stands still, whatever this machine's speed
     monkeypatch.setattr(SubjectBudget, "clock", staticmethod(lambda: now[0]))
@@ -523,3 +523,32 @@ def test_the_list_of_every_subject_is_rate_limited_by_what_it_costs(
     small = make_app(apps)
     TaskEvents(small, SocketIO(small, async_mode="threading"))
     assert {small.test_client().get("/api/tasks").status_code for _ in range(50)} == {200}
+
+
+def test_get_all_tasks_spends_the_same_subject_budget_as_the_rest_endpoint(
+    apps: list[flask.Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskevents.adapters.socketio.protocol import SubjectBudget
+
+    monkeypatch.setattr(SubjectBudget, "clock", staticmethod(lambda: 1000.0))
+    app = make_app(apps)
+    TaskEvents(app, SocketIO(app, async_mode="threading"))
+    emitter = TaskEvents.state(app).emitter
+    for n in range(12_000):
+        emitter.register(f"vm{n:05d}")
+    assert app.test_client().get("/api/tasks").status_code == 200  # from 127.0.0.1
+    server = LiveServer(app)
+    client = Client().connect(server.url)
+    try:
+        for _ in range(3):  # the rest of this address's budget
+            client.emit("get_all_tasks")
+            assert len(client.wait_for("all_tasks", timeout=30)) == 12_000
+        client.emit("get_all_tasks")
+        refused = client.wait_for("error", timeout=30)
+        assert refused["event"] == "get_all_tasks"
+        assert refused["retry_after"] >= 1
+        assert "50,000 subjects at once" in refused["message"]
+        assert app.test_client().get("/api/tasks").status_code == 429
+    finally:
+        client.close()
+        server.stop()

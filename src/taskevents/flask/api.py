@@ -11,8 +11,6 @@ the path does not take, a body too large, a crash).
 from __future__ import annotations
 
 import math
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +23,12 @@ from werkzeug.exceptions import (
 )
 
 from taskevents.adapters.socketio import SocketIOAdapter
-from taskevents.adapters.socketio.protocol import snapshot_payload, timestamp
+from taskevents.adapters.socketio.protocol import (
+    SubjectBudget,
+    budget_key,
+    snapshot_payload,
+    timestamp,
+)
 from taskevents.exceptions import StoreUnavailable
 
 __all__ = ["API_ERROR_CODES", "SubjectBudget", "api_blueprint", "json_error", "json_errors_under"]
@@ -34,48 +37,8 @@ __all__ = ["API_ERROR_CODES", "SubjectBudget", "api_blueprint", "json_error", "j
 Identify = Callable[[], tuple[bool, Any]]
 
 
-class SubjectBudget:
-    """How many subjects ``GET <prefix>`` may list for one client: ``burst`` at once,
-    then ``rate`` a second. With a few dozen subjects nobody notices; with 10,000 (a
-    list of several MB, most of a second to build) a client gets five lists at once,
-    then one a second, and a client that loops cannot take the process's CPU from
-    everyone else. A client is its identity (from the ``authenticate`` hook) or, if it
-    has none, its address."""
-
-    #: The clock it reads (seconds).
-    clock: Callable[[], float] = staticmethod(time.monotonic)
-
-    def __init__(self, burst: float = 50_000, rate: float = 10_000) -> None:
-        self.burst = burst
-        self.rate = rate
-        self._clients: dict[Any, tuple[float, float]] = {}  # key -> (tokens, when)
-        self._lock = threading.Lock()
-
-    def take(self, client: Any, cost: int) -> float:
-        """Spend ``cost`` (capped at ``burst``) for ``client``; 0.0 if it could, else the
-        seconds until it can."""
-        cost = min(max(cost, 1), int(self.burst))
-        now = self.clock()
-        with self._lock:
-            if len(self._clients) >= 10_000:
-                self._clients.clear()  # bounded; a reset is generous, not wrong
-            tokens, when = self._clients.get(client, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - when) * self.rate)
-            if tokens < cost:
-                self._clients[client] = (tokens, now)
-                return (cost - tokens) / self.rate
-            self._clients[client] = (tokens - cost, now)
-            return 0.0
-
-
 def _client_key(identity: Any) -> Any:
-    if identity is not None:
-        try:
-            hash(identity)
-        except TypeError:
-            return ("identity", repr(identity)[:200])
-        return ("identity", identity)
-    return ("address", flask.request.remote_addr)
+    return budget_key(identity, flask.request.remote_addr)
 
 
 #: The HTTP errors Flask itself raises that are answered in JSON under the prefix.
@@ -94,7 +57,6 @@ def api_blueprint(identify: Identify, adapter: Callable[[], SocketIOAdapter]) ->
     the current app's Socket.IO adapter, whose ``allowed()`` and ``all_tasks()`` decide
     what the caller sees."""
     api = flask.Blueprint("taskevents_api", __name__)
-    budget = SubjectBudget()
 
     @api.get("")
     def all_tasks() -> flask.Response:
@@ -102,10 +64,8 @@ def api_blueprint(identify: Identify, adapter: Callable[[], SocketIOAdapter]) ->
         if not ok:
             return json_error(401, "authentication required")
         served = adapter()
-        count = served.listed_last()
-        if count is None:
-            count = served.emitter.state.subject_count()
-        wait = budget.take(_client_key(identity), count)
+        budget = served.subject_budget  # shared with the adapter's get_all_tasks
+        wait = budget.take(_client_key(identity), served.listed_count())
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             response = json_error(

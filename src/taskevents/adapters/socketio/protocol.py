@@ -12,6 +12,7 @@ binds it to python-socketio; an asyncio server can bind the same module.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,9 +41,11 @@ __all__ = [
     "Authorize",
     "BadRequest",
     "Expiring",
+    "SubjectBudget",
     "Subscribe",
     "TokenBucket",
     "all_tasks_payload",
+    "budget_key",
     "effective_since",
     "join_messages",
     "merge_progress",
@@ -295,6 +298,53 @@ def unknown_event(name: object) -> BadRequest:
         text,
         f"unknown event {text!r}; expected one of {', '.join(CLIENT_EVENTS)}",
     )
+
+
+class SubjectBudget:
+    """How many subjects ``GET <prefix>`` may list for one client: ``burst`` at once,
+    then ``rate`` a second. With a few dozen subjects nobody notices; with 10,000 (a
+    list of several MB, most of a second to build) a client gets five lists at once,
+    then one a second, and a client that loops cannot take the process's CPU from
+    everyone else. A client is its identity (from the ``authenticate`` hook) or, if it
+    has none, its address (``budget_key``). The Flask extension's REST endpoint and
+    the Socket.IO adapter's ``get_all_tasks`` spend from one budget."""
+
+    #: The clock it reads (seconds).
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+
+    def __init__(self, burst: float = 50_000, rate: float = 10_000) -> None:
+        self.burst = burst
+        self.rate = rate
+        self._clients: dict[Any, tuple[float, float]] = {}  # key -> (tokens, when)
+        self._lock = threading.Lock()
+
+    def take(self, client: Any, cost: int) -> float:
+        """Spend ``cost`` (capped at ``burst``) for ``client``; 0.0 if it could, else the
+        seconds until it can."""
+        cost = min(max(cost, 1), int(self.burst))
+        now = self.clock()
+        with self._lock:
+            if len(self._clients) >= 10_000:
+                self._clients.clear()  # bounded; a reset is generous, not wrong
+            tokens, when = self._clients.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - when) * self.rate)
+            if tokens < cost:
+                self._clients[client] = (tokens, now)
+                return (cost - tokens) / self.rate
+            self._clients[client] = (tokens - cost, now)
+            return 0.0
+
+
+def budget_key(identity: Any, address: str | None) -> Any:
+    """Whose :class:`SubjectBudget` a request spends: its identity, or, without one, its
+    address."""
+    if identity is not None:
+        try:
+            hash(identity)
+        except TypeError:
+            return ("identity", repr(identity)[:200])
+        return ("identity", identity)
+    return ("address", address)
 
 
 def too_many_requests(event: str, burst: int, rate: float, **details: Any) -> BadRequest:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 import time
 import uuid
@@ -36,8 +37,10 @@ from .protocol import (
     Authenticate,
     Authorize,
     BadRequest,
+    SubjectBudget,
     TokenBucket,
     all_tasks_payload,
+    budget_key,
     effective_since,
     join_messages,
     parse_get_all,
@@ -213,10 +216,21 @@ def _emit_direct(
 
 
 class _Client:
-    __slots__ = ("all_tasks", "expires", "greeted", "identity", "subjects", "subscribes")
+    __slots__ = (
+        "all_tasks",
+        "budget_key",
+        "expires",
+        "greeted",
+        "identity",
+        "subjects",
+        "subscribes",
+    )
 
-    def __init__(self, identity: Any, subscribes: TokenBucket, all_tasks: TokenBucket) -> None:
+    def __init__(
+        self, identity: Any, subscribes: TokenBucket, all_tasks: TokenBucket, address: Any
+    ) -> None:
         self.identity = identity
+        self.budget_key = budget_key(identity, address if isinstance(address, str) else None)
         self.subjects: set[str] = set()
         self.greeted = False
         self.subscribes = subscribes
@@ -359,6 +373,10 @@ class SocketIOAdapter(BackgroundAdapter):
         self._queued_seq: dict[str, int] = {}
         # The last snapshot_all() read and when it ended (see _snapshot_all).
         self._all_lock = threading.Lock()
+        #: How many subjects each client may have listed (``get_all_tasks``, and the
+        #: Flask extension's ``GET /api/tasks``): see
+        #: :class:`~taskevents.adapters.socketio.protocol.SubjectBudget`.
+        self.subject_budget = SubjectBudget()
         self._all_read: tuple[dict[str, SubjectState] | StoreUnavailable | None, float] = (
             None,
             0.0,
@@ -604,6 +622,7 @@ class SocketIOAdapter(BackgroundAdapter):
             identity,
             TokenBucket(self.subscribe_burst, self.subscribe_rate),
             TokenBucket(self.all_tasks_burst, self.all_tasks_rate),
+            environ.get("REMOTE_ADDR") if isinstance(environ, Mapping) else None,
         )
         with self._clients_lock:
             self._clients[sid] = client
@@ -880,6 +899,16 @@ class SocketIOAdapter(BackgroundAdapter):
             return
         if not allowed:
             raise too_many_requests("get_all_tasks", self.all_tasks_burst, self.all_tasks_rate)
+        budget = self.subject_budget
+        wait = budget.take(client.budget_key, self.listed_count())
+        if wait > 0:
+            raise BadRequest(
+                "get_all_tasks",
+                f"get_all_tasks: too many requests; this list may be fetched for at most "
+                f"{budget.burst:,.0f} subjects at once, then {budget.rate:,.0f} a second "
+                "(by every connection from the same client)",
+                retry_after=max(1, math.ceil(wait)),
+            )
         self._send(sid, "all_tasks", self.all_tasks(client.identity))
 
     def all_tasks(self, identity: Any = None) -> dict[str, Any]:
@@ -888,11 +917,14 @@ class SocketIOAdapter(BackgroundAdapter):
             self._snapshot_all(), lambda subject: self.access.allowed(identity, subject)
         )
 
-    def listed_last(self) -> int | None:
-        """How many subjects the last read of them all found (None before the first):
-        what the REST endpoint's rate limit counts a list as, without a read."""
+    def listed_count(self) -> int:
+        """How many subjects a list of them all holds, for :attr:`subject_budget`: as
+        many as the last read found (no read of the store), or, before any, the store's
+        count."""
         outcome = self._all_read[0]
-        return len(outcome) if isinstance(outcome, dict) else None
+        if isinstance(outcome, dict):
+            return len(outcome)
+        return self.emitter.state.subject_count()
 
     def _snapshot_all(self) -> dict[str, SubjectState]:
         """The store's ``snapshot_all()``, read once for every request that comes while
