@@ -7,6 +7,7 @@ signal, where adapters deliver it: to logs, browsers, webhooks, the cloud.
 
 from .adapters import (
     Adapter,
+    AsyncAdapter,
     BackgroundAdapter,
     CallableAdapter,
     available_adapters,
@@ -34,6 +35,7 @@ __all__ = [
     "LIFECYCLE_TYPES",
     "Adapter",
     "AdapterNotFound",
+    "AsyncAdapter",
     "BackgroundAdapter",
     "CallableAdapter",
     "Emitter",

@@ -23,6 +23,13 @@ not stop the others, nor reach the emitting task. Its error is logged (at most o
 receiver every :data:`ERROR_LOG_INTERVAL` seconds) and counted (:func:`receiver_errors`).
 Receivers run in the emitting thread, in no promised order; one that is slow slows the
 task, so slow work belongs in a :class:`~taskevents.BackgroundAdapter`.
+
+Coroutine receivers: the emitter sends synchronously, so it cannot await a coroutine
+function, and :meth:`~TaskSignal.connect` refuses one with a :exc:`TypeError`. Connected
+with ``async_only=True`` it is accepted, and awaited by :meth:`~TaskSignal.send_async`
+(with the same isolation as :meth:`~TaskSignal.send`), which is the only way it is
+called. To have an emitter's events delivered to coroutines, use a
+:class:`~taskevents.AsyncAdapter`.
 """
 
 from __future__ import annotations
@@ -117,23 +124,59 @@ def _report(signal_name: str, receiver: Callable[..., Any], exc: Exception) -> N
     reporter.report(exc, f"on {signal_name}")
 
 
+def _is_coroutine_receiver(receiver: object) -> bool:
+    """Whether calling ``receiver`` makes a coroutine (an ``async def`` function or
+    method, or an object whose ``__call__`` is one)."""
+    return inspect.iscoroutinefunction(receiver) or (
+        callable(receiver) and inspect.iscoroutinefunction(type(receiver).__call__)
+    )
+
+
 class TaskSignal(blinker.NamedSignal):
     """A named blinker signal whose receivers are isolated from each other."""
 
-    def connect(self, receiver: Any, sender: Any = blinker.ANY, weak: bool = True) -> Any:
+    def __init__(self, name: str, doc: str | None = None) -> None:
+        super().__init__(name, doc)
+        # Receivers connected with async_only=True live on a signal of their own, so that
+        # send() and the emitter (which reads self.receivers) never meet them.
+        self._async_only = blinker.Signal()
+
+    def connect(
+        self,
+        receiver: Any,
+        sender: Any = blinker.ANY,
+        weak: bool = True,
+        *,
+        async_only: bool = False,
+    ) -> Any:
         """Connect ``receiver``; see :meth:`blinker.Signal.connect`.
 
-        :raises TypeError: for a coroutine function, which this signal cannot await.
+        :param async_only: call the receiver only from :meth:`send_async`, never from
+            :meth:`send` (nor from an emitter, which sends synchronously). Required for a
+            coroutine function, which only :meth:`send_async` can await.
+        :raises TypeError: for a coroutine function without ``async_only=True``.
         """
-        if inspect.iscoroutinefunction(receiver):
+        if async_only:
+            return self._async_only.connect(receiver, sender, weak)
+        if _is_coroutine_receiver(receiver):
             raise TypeError(
                 f"{_receiver_name(receiver)} is a coroutine function; taskevents signals "
-                "call receivers synchronously in the emitting thread"
+                "call receivers synchronously in the emitting thread, where it cannot be "
+                "awaited. Connect it with async_only=True to have send_async() await it, "
+                "or use a taskevents.AsyncAdapter to receive an emitter's events on an "
+                "event loop"
             )
         return super().connect(receiver, sender, weak)
 
+    def disconnect(self, receiver: Callable[..., Any], sender: Any = blinker.ANY) -> None:
+        """Disconnect ``receiver`` (connected with ``async_only`` or not); see
+        :meth:`blinker.Signal.disconnect`."""
+        super().disconnect(receiver, sender)
+        self._async_only.disconnect(receiver, sender)
+
     def send(self, sender: Any = None, /, **kwargs: Any) -> list[tuple[Callable[..., Any], Any]]:
-        """Call every receiver for ``sender``; one that raises is logged and skipped."""
+        """Call every receiver for ``sender``, except those connected with
+        ``async_only``; one that raises is logged and skipped."""
         if self.is_muted:
             return []
         results = []
@@ -142,6 +185,30 @@ class TaskSignal(blinker.NamedSignal):
                 results.append((receiver, receiver(sender, **kwargs)))
             except Exception as exc:  # isolation is the point
                 _report(self.name, receiver, exc)
+        return results
+
+    async def send_async(
+        self, sender: Any = None, /, **kwargs: Any
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        """Call every receiver for ``sender``, those connected with ``async_only``
+        included, one after another, awaiting what they return when it is awaitable
+        (coroutine receivers). One that raises is logged and counted like in
+        :meth:`send`, and skipped; cancellation of the caller still propagates.
+
+        Plain receivers run synchronously on the event loop, so they must be quick."""
+        if self.is_muted:
+            return []
+        results = []
+        receivers = [*self.receivers_for(sender), *self._async_only.receivers_for(sender)]
+        for receiver in receivers:
+            try:
+                result = receiver(sender, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:  # the same isolation as send()
+                _report(self.name, receiver, exc)
+            else:
+                results.append((receiver, result))
         return results
 
 

@@ -22,7 +22,11 @@ process serves its own clients every process's events.
 from __future__ import annotations
 
 import abc
+import asyncio
 import atexit
+import concurrent.futures
+import contextlib
+import inspect
 import logging
 import threading
 import time
@@ -38,15 +42,16 @@ from taskevents import signals as _signals
 from taskevents._checks import number, positive_int
 from taskevents._reporting import ErrorReporter
 from taskevents.events import TASK_PROGRESS, TaskEvent, event_types
-from taskevents.exceptions import ValidationError
+from taskevents.exceptions import UsageError, ValidationError
 from taskevents.signals import REMOTE, SIGNALS, bridged_by
 
-__all__ = ["Adapter", "BackgroundAdapter", "CallableAdapter"]
+__all__ = ["Adapter", "AsyncAdapter", "BackgroundAdapter", "CallableAdapter"]
 
 logger = logging.getLogger("taskevents")
 
 A = TypeVar("A", bound="Adapter")
 B = TypeVar("B", bound="BackgroundAdapter")
+C = TypeVar("C", bound="AsyncAdapter")
 
 
 def _check_types(types: Iterable[str] | None) -> tuple[str, ...]:
@@ -275,39 +280,12 @@ def _close_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
         adapter.close(timeout=2.0)
 
 
-class BackgroundAdapter(Adapter):
-    """Base for adapters whose sink may be slow or fail: :meth:`handle` only queues, and
-    a worker thread calls :meth:`deliver`, retrying with capped exponential backoff.
-
-    - Lifecycle events (started, completed, failed, cancelled) keep their order and are
-      never dropped while the adapter is open, unless their delivery is given up
-      (``max_attempts``, or a permanent error: see below).
-    - Progress is coalesced per subject and task: while one waits in the queue, a
-      newer one of the same task replaces it (latest wins), and at most one per
-      subject is delivered every ``progress_interval`` seconds. The latest progress is
-      always delivered before the lifecycle event that follows it.
-    - :meth:`close` (or leaving a ``with`` block) flushes, waiting up to ``timeout``.
-
-    The worker thread starts when the adapter is connected (or first given work).
-
-    :param max_queue: only a warning threshold: when more lifecycle events than this
-        wait, a warning is logged (at most every 10 s) and ``overflowed`` counted. Nothing
-        is dropped for it and memory is not bounded by it: progress is bounded by
-        coalescing (one waiting per subject and task), lifecycle events are all kept.
-    :param progress_interval: minimum seconds between two progress deliveries for one
-        subject (0: deliver as fast as the sink takes them).
-    :param coalesce_progress: False delivers every progress event, in order, like the
-        lifecycle ones (``progress_interval`` must then be 0).
-    :param retry_initial: first wait after a failed delivery, in seconds; doubled each
-        time up to ``retry_max``.
-    :param max_attempts: give an event up after this many failed attempts (logged and
-        counted as dropped); None retries until delivered or closed.
-
-    An error that retrying cannot fix (:meth:`~BackgroundAdapter.is_permanent`: by default a
-    ``TypeError``, ``ValueError``, ``ArithmeticError`` or ``RecursionError``, such as an
-    event the sink cannot encode) gives the event up at once, logged and counted as ``dropped`` and
-    ``rejected``: no single event can hold the queue for ever.
-    """
+class _QueuedAdapter(Adapter):
+    """The queue that :class:`BackgroundAdapter` and :class:`AsyncAdapter` share: its
+    options, :meth:`handle` and :meth:`call_soon` (ordering, coalescing), the batches
+    the worker takes, the retry decision and the counters. Each subclass brings its
+    worker (a thread, a task on an event loop) through ``_init_worker``, ``_start`` and
+    ``_wake``."""
 
     #: The errors :meth:`is_permanent` calls permanent by default.
     permanent_errors: tuple[type[BaseException], ...] = (
@@ -379,30 +357,19 @@ class BackgroundAdapter(Adapter):
             0,
         )
         self._overflow_warned = 0.0
-        self._thread = threading.Thread(
-            target=self._run, name=f"taskevents-{type(self).__name__}", daemon=True
-        )
         self._started = False
+        self._init_worker()
 
-    def _start(self) -> None:
-        """Start the worker unless it runs (or the adapter is closed)."""
-        if self._started:
-            return
-        with self._cond:
-            if self._started or self._closing:
-                return
-            self._started = True
-        self._thread.start()
-        _live_background.add(self)
-
-    def connect(self: B, emitter: object | None = None) -> B:
-        """Connect (see :meth:`Adapter.connect`) and start the worker."""
-        self._start()
-        return super().connect(emitter)
+    def _init_worker(self) -> None:
+        """Set up the worker (not started yet); the end of ``__init__``."""
 
     @abc.abstractmethod
-    def deliver(self, event: TaskEvent) -> None:
-        """Deliver one event; runs in the worker thread. Raise to have it retried."""
+    def _start(self) -> None:
+        """Start the worker unless it runs (or the adapter is closed)."""
+
+    @abc.abstractmethod
+    def _wake(self) -> None:
+        """With the lock held: wake the worker, which waits for work."""
 
     def is_permanent(self, exc: Exception) -> bool:
         """Whether ``exc``, raised by :meth:`deliver`, says the event itself can never
@@ -465,7 +432,7 @@ class BackgroundAdapter(Adapter):
                         )
             if self._waiting:
                 self._waiting = False  # woken once is enough (see _next)
-                self._cond.notify()
+                self._wake()
 
     def call_soon(self, subject: str, func: Callable[[], object]) -> None:
         """Run ``func()`` in the worker after every event of ``subject`` queued so far
@@ -481,7 +448,7 @@ class BackgroundAdapter(Adapter):
             self._queue.append(_Action(subject, func))
             if self._waiting:
                 self._waiting = False  # woken once is enough (see _next)
-                self._cond.notify()
+                self._wake()
 
     def _close_slot(self, subject: str) -> None:
         # Called with the lock held: what comes next for ``subject`` goes behind the
@@ -489,6 +456,177 @@ class BackgroundAdapter(Adapter):
         slot = self._open.pop(subject, None)
         if slot is not None and self._deferred.pop(subject, None) is not None:
             self._queue.append(slot)  # the waiting progress goes first, interval or not
+
+    def _take(self, slot: _ProgressSlot) -> TaskEvent:
+        """The progress a slot holds now; from here on, newer progress takes a new slot."""
+        with self._cond:
+            event = slot.event
+            if self._open.get(event.subject) is slot:
+                del self._open[event.subject]
+            if self.progress_interval:
+                due = self._progress_due
+                now = time.monotonic()
+                if len(due) > 1024:  # forget the subjects whose interval is over
+                    for subject, when in list(due.items()):
+                        if when <= now:
+                            del due[subject]
+                due[event.subject] = now + self.progress_interval
+            return event
+
+    def _take_batch(self) -> bool:
+        """With the lock held: move the progress slots that are due (all of them when
+        flushing or closing) into the queue, then up to ``_BATCH`` queued items into
+        ``self._batch`` for the worker. False when there was nothing to take."""
+        now = time.monotonic()
+        if self._deferred:
+            hurry = self._closing or self._flushing
+            for subject, due in list(self._deferred.items()):
+                if hurry or due <= now:
+                    del self._deferred[subject]
+                    self._queue.append(self._open[subject])
+        if self._queue:
+            queue, batch = self._queue, self._batch
+            # A progress slot stays open (replaceable) until its turn comes.
+            batch.extend(queue.popleft() for _ in range(min(len(queue), _BATCH)))
+            self._busy = True
+            return True
+        return False
+
+    def _until_due(self) -> float | None:
+        """With the lock held: seconds until the next held-back progress is due (None:
+        none is held back), for the worker's wait."""
+        if not self._deferred:
+            return None
+        return min(self._deferred.values()) - time.monotonic()
+
+    def _retrying(self, event: TaskEvent, error: Exception, attempt: int) -> bool:
+        """After ``attempt`` failed with ``error``: report it, count, and say whether to
+        try ``event`` again (False: given up, as permanent, superseded by a newer
+        progress of its task, or out of attempts)."""
+        try:
+            permanent = self.is_permanent(error)
+        except Exception:
+            permanent = False
+        if permanent:
+            self.errors.report(
+                error,
+                f"to deliver {event.type} for {event.subject!r} (event {event.id}); "
+                "a permanent error: the event is dropped",
+                traceback=False,
+            )
+            with self._cond:
+                self._counts["dropped"] += 1
+                self._counts["rejected"] += 1
+            return False
+        self.errors.report(
+            error, f"to deliver {event.type} for {event.subject!r} (attempt {attempt})"
+        )
+        with self._cond:
+            newer = self._open.get(event.subject)
+            superseded = (
+                event.type == TASK_PROGRESS
+                and newer is not None
+                and newer.event.task_id == event.task_id
+            )
+            gave_up = self.max_attempts is not None and attempt >= self.max_attempts
+            if superseded:
+                self._counts["coalesced"] += 1
+                return False
+            if gave_up:
+                self._counts["dropped"] += 1
+                logger.error(
+                    "%s gave up on event %s after %d attempts",
+                    type(self).__name__,
+                    event.id,
+                    attempt,
+                )
+                return False
+            self._counts["retries"] += 1
+        return True
+
+    def _drop_left(self, when: str, hung: bool) -> None:
+        """Count what is still queued (and the event stuck in delivery, if ``hung``) as
+        dropped, forget it, and log how many were lost ``when``."""
+        with self._cond:
+            left = len(self._queue) + len(self._deferred) + len(self._batch) + int(hung)
+            if left:
+                self._counts["dropped"] += left
+                self._batch.clear()
+                self._queue.clear()
+                self._deferred.clear()
+                self._open.clear()
+        if left:
+            logger.warning(
+                "%s closed with %d undelivered event%s %s%s",
+                type(self).__name__,
+                left,
+                "" if left == 1 else "s",
+                when,
+                " (one of them stuck in deliver())" if hung else "",
+            )
+
+
+class BackgroundAdapter(_QueuedAdapter):
+    """Base for adapters whose sink may be slow or fail: :meth:`handle` only queues, and
+    a worker thread calls :meth:`deliver`, retrying with capped exponential backoff.
+
+    - Lifecycle events (started, completed, failed, cancelled) keep their order and are
+      never dropped while the adapter is open, unless their delivery is given up
+      (``max_attempts``, or a permanent error: see below).
+    - Progress is coalesced per subject and task: while one waits in the queue, a
+      newer one of the same task replaces it (latest wins), and at most one per
+      subject is delivered every ``progress_interval`` seconds. The latest progress is
+      always delivered before the lifecycle event that follows it.
+    - :meth:`close` (or leaving a ``with`` block) flushes, waiting up to ``timeout``.
+
+    The worker thread starts when the adapter is connected (or first given work).
+
+    :param max_queue: only a warning threshold: when more lifecycle events than this
+        wait, a warning is logged (at most every 10 s) and ``overflowed`` counted. Nothing
+        is dropped for it and memory is not bounded by it: progress is bounded by
+        coalescing (one waiting per subject and task), lifecycle events are all kept.
+    :param progress_interval: minimum seconds between two progress deliveries for one
+        subject (0: deliver as fast as the sink takes them).
+    :param coalesce_progress: False delivers every progress event, in order, like the
+        lifecycle ones (``progress_interval`` must then be 0).
+    :param retry_initial: first wait after a failed delivery, in seconds; doubled each
+        time up to ``retry_max``.
+    :param max_attempts: give an event up after this many failed attempts (logged and
+        counted as dropped); None retries until delivered or closed.
+
+    An error that retrying cannot fix (:meth:`~BackgroundAdapter.is_permanent`: by default a
+    ``TypeError``, ``ValueError``, ``ArithmeticError`` or ``RecursionError``, such as an
+    event the sink cannot encode) gives the event up at once, logged and counted as ``dropped`` and
+    ``rejected``: no single event can hold the queue for ever.
+    """
+
+    def _init_worker(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name=f"taskevents-{type(self).__name__}", daemon=True
+        )
+
+    def _start(self) -> None:
+        """Start the worker unless it runs (or the adapter is closed)."""
+        if self._started:
+            return
+        with self._cond:
+            if self._started or self._closing:
+                return
+            self._started = True
+        self._thread.start()
+        _live_background.add(self)
+
+    def connect(self: B, emitter: object | None = None) -> B:
+        """Connect (see :meth:`Adapter.connect`) and start the worker."""
+        self._start()
+        return super().connect(emitter)
+
+    @abc.abstractmethod
+    def deliver(self, event: TaskEvent) -> None:
+        """Deliver one event; runs in the worker thread. Raise to have it retried."""
+
+    def _wake(self) -> None:
+        self._cond.notify()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is delivered (progress held back by
@@ -525,23 +663,7 @@ class BackgroundAdapter(Adapter):
                 self._cond.notify_all()
             self._thread.join(0.5)  # a sink hung in deliver() may never return
         hung = started and self._thread.is_alive()  # one event stuck in deliver()
-        with self._cond:
-            left = len(self._queue) + len(self._deferred) + len(self._batch) + int(hung)
-            if left:
-                self._counts["dropped"] += left
-                self._batch.clear()
-                self._queue.clear()
-                self._deferred.clear()
-                self._open.clear()
-        if left:
-            logger.warning(
-                "%s closed with %d undelivered event%s after %.1fs%s",
-                type(self).__name__,
-                left,
-                "" if left == 1 else "s",
-                timeout,
-                " (one of them stuck in deliver())" if hung else "",
-            )
+        self._drop_left(f"after {timeout:.1f}s", hung)
         _live_background.discard(self)
 
     # -- worker ---------------------------------------------------------------------
@@ -558,22 +680,11 @@ class BackgroundAdapter(Adapter):
             while True:
                 if self._abort.is_set():
                     return False
-                now = time.monotonic()
-                if self._deferred:
-                    hurry = self._closing or self._flushing
-                    for subject, due in list(self._deferred.items()):
-                        if hurry or due <= now:
-                            del self._deferred[subject]
-                            self._queue.append(self._open[subject])
-                if self._queue:
-                    queue, batch = self._queue, self._batch
-                    # A progress slot stays open (replaceable) until its turn comes.
-                    batch.extend(queue.popleft() for _ in range(min(len(queue), _BATCH)))
-                    self._busy = True
+                if self._take_batch():
                     return True
                 if self._closing:
                     return False
-                wait = min(self._deferred.values()) - now if self._deferred else None
+                wait = self._until_due()
                 # handle() and call_soon() notify while this is set, and clear it when they
                 # do: the worker may not run for a while after the first notify (under
                 # gevent, not until the emitting greenlet yields), and a notify per event
@@ -617,22 +728,6 @@ class BackgroundAdapter(Adapter):
             self._busy = False
             self._cond.notify_all()
 
-    def _take(self, slot: _ProgressSlot) -> TaskEvent:
-        """The progress a slot holds now; from here on, newer progress takes a new slot."""
-        with self._cond:
-            event = slot.event
-            if self._open.get(event.subject) is slot:
-                del self._open[event.subject]
-            if self.progress_interval:
-                due = self._progress_due
-                now = time.monotonic()
-                if len(due) > 1024:  # forget the subjects whose interval is over
-                    for subject, when in list(due.items()):
-                        if when <= now:
-                            del due[subject]
-                due[event.subject] = now + self.progress_interval
-            return event
-
     def _deliver_with_retry(self, event: TaskEvent, failed: Exception | None = None) -> bool:
         """Deliver ``event``, retrying; True once delivered. ``failed``: what the first
         attempt, already made by the caller, raised."""
@@ -648,47 +743,293 @@ class BackgroundAdapter(Adapter):
                 else:
                     return True
             error, failed = failed, None
-            try:
-                permanent = self.is_permanent(error)
-            except Exception:
-                permanent = False
-            if permanent:
-                self.errors.report(
-                    error,
-                    f"to deliver {event.type} for {event.subject!r} (event {event.id}); "
-                    "a permanent error: the event is dropped",
-                    traceback=False,
-                )
-                with self._cond:
-                    self._counts["dropped"] += 1
-                    self._counts["rejected"] += 1
+            if not self._retrying(event, error, attempt):
                 return False
-            self.errors.report(
-                error, f"to deliver {event.type} for {event.subject!r} (attempt {attempt})"
-            )
-            with self._cond:
-                newer = self._open.get(event.subject)
-                superseded = (
-                    event.type == TASK_PROGRESS
-                    and newer is not None
-                    and newer.event.task_id == event.task_id
-                )
-                gave_up = self.max_attempts is not None and attempt >= self.max_attempts
-                if superseded:
-                    self._counts["coalesced"] += 1
-                    return False
-                if gave_up:
-                    self._counts["dropped"] += 1
-                    logger.error(
-                        "%s gave up on event %s after %d attempts",
-                        type(self).__name__,
-                        event.id,
-                        attempt,
-                    )
-                    return False
-                self._counts["retries"] += 1
             if self._abort.wait(delay):
                 with self._cond:
                     self._counts["dropped"] += 1
                 return False
+            delay = min(delay * 2, self.retry_max)
+
+
+class AsyncAdapter(_QueuedAdapter):
+    """Base for adapters that deliver on an asyncio event loop: :meth:`handle` only
+    queues, and a worker task on the loop the adapter is bound to awaits
+    :meth:`deliver`, retrying with capped exponential backoff.
+
+    The queue is :class:`BackgroundAdapter`'s, with the same options and rules: each
+    subject's events are delivered one at a time and in order, lifecycle events are
+    never dropped while the adapter is open (unless given up: ``max_attempts``, or a
+    permanent error, see :meth:`is_permanent`), progress is coalesced (latest wins, at
+    most one per subject every ``progress_interval`` seconds), and :attr:`stats` counts
+    the same things.
+
+    Emitting stays synchronous and cheap, from any thread and from coroutines on the
+    loop itself: :meth:`handle` takes a lock for a few lines and wakes the worker, with
+    ``loop.call_soon_threadsafe`` from another thread. A slow :meth:`deliver` holds up
+    neither the emitter nor the loop's other coroutines.
+
+    The adapter is bound to a loop by :meth:`bind`, or by :meth:`connect` called in a
+    coroutine (the running loop). Close it with ``await`` :meth:`aclose` on that loop
+    (or ``async with``), or with :meth:`close` from another thread.
+
+    Work queued with :meth:`call_soon` runs on the loop too; a function that returns an
+    awaitable (an ``async def`` function) is awaited there.
+    """
+
+    def _init_worker(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()  # set: the worker has work
+        self._progressed = asyncio.Event()  # set: the worker finished a batch
+        self._current: TaskEvent | None = None  # in deliver(), retries included
+        self._close_timeout: float | None = None  # set when aclose() cancels the worker
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop this adapter is bound to (None until bound)."""
+        return self._loop
+
+    def bind(self: C, loop: asyncio.AbstractEventLoop | None = None) -> C:
+        """Bind the adapter to ``loop`` (default: the running loop), where its worker
+        will run. Returns the adapter. Raises :exc:`~taskevents.UsageError` without
+        ``loop`` outside a running loop, or when the adapter is bound to another loop
+        already."""
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise UsageError(
+                    f"{type(self).__name__} needs an event loop: call bind(loop) or "
+                    "connect() in a coroutine, or pass the loop to bind()"
+                ) from None
+        if self._loop is not None and self._loop is not loop:
+            raise UsageError(f"{type(self).__name__} is bound to another event loop already")
+        self._loop = loop
+        return self
+
+    def connect(self: C, emitter: object | None = None) -> C:
+        """Connect (see :meth:`Adapter.connect`) and start the worker task, on the loop
+        the adapter is bound to, or else on the running loop.
+
+        :raises UsageError: when not bound and called outside a running event loop.
+        """
+        if self._loop is None:
+            self.bind()
+        self._start()
+        return super().connect(emitter)
+
+    @abc.abstractmethod
+    async def deliver(self, event: TaskEvent) -> None:
+        """Deliver one event; awaited by the worker task on the adapter's loop, never two
+        at a time. Raise to have it retried."""
+
+    def _on_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _start(self) -> None:
+        if self._started:
+            return
+        loop = self._loop
+        if loop is None:
+            raise UsageError(
+                f"{type(self).__name__} is not bound to an event loop: connect() it in a "
+                "coroutine, or bind(loop) first"
+            )
+        with self._cond:
+            if self._started or self._closing:
+                return
+            self._started = True
+        if self._on_loop():
+            self._spawn()
+        else:
+            loop.call_soon_threadsafe(self._spawn)
+
+    def _spawn(self) -> None:
+        assert self._loop is not None
+        self._worker = self._loop.create_task(self._run(), name=f"taskevents-{type(self).__name__}")
+
+    def _wake(self) -> None:
+        if self._on_loop():
+            self._wakeup.set()
+            return
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # a closed loop: its worker is gone
+            self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    def _check_on_loop(self, what: str) -> None:
+        if not self._on_loop():
+            raise UsageError(
+                f"{type(self).__name__}.{what}() must be awaited on the event loop the "
+                "adapter is bound to"
+            )
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is delivered (progress held back by
+        ``progress_interval`` goes at once). Returns False on timeout. Await it on the
+        adapter's loop; it does not block the loop."""
+        if self._loop is None:
+            return True  # never bound: nothing was queued
+        self._check_on_loop("flush")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._flushing += 1
+            self._wakeup.set()
+        try:
+            while True:
+                with self._cond:
+                    if not (self._queue or self._deferred or self._batch or self._busy):
+                        return True
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._progressed.clear()
+                try:
+                    await asyncio.wait_for(self._progressed.wait(), remaining)
+                except asyncio.TimeoutError:
+                    return False
+        finally:
+            with self._cond:
+                self._flushing -= 1
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Disconnect, deliver what is queued (waiting up to ``timeout`` seconds), and
+        stop the worker task. What could not be delivered in time is logged and counted
+        as dropped, including an event whose :meth:`deliver` was still running (it is
+        cancelled). Await it on the adapter's loop. Idempotent."""
+        self.disconnect()
+        with self._cond:
+            self._closing = True
+        worker = self._worker
+        if worker is None or worker.done():
+            self._drop_left("before its worker ran", hung=False)
+            return
+        self._check_on_loop("aclose")
+        self._wakeup.set()
+        done, _ = await asyncio.wait({worker}, timeout=timeout)
+        if not done:
+            self._close_timeout = timeout
+            worker.cancel()  # its handler counts and logs what is lost
+            done, _ = await asyncio.wait({worker}, timeout=1.0)
+            if not done:  # a deliver() that swallows cancellation: stop waiting for it
+                self._drop_left(f"after {timeout:.1f}s", hung=True)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """:meth:`aclose` from another thread than the loop's: blocks until done, up to
+        ``timeout`` seconds (and a second more). If the loop does not run, what is queued
+        is dropped (logged and counted).
+
+        :raises UsageError: on the loop's own thread, which it would block: ``await``
+            :meth:`aclose` there.
+        """
+        loop = self._loop
+        if loop is not None and self._on_loop():
+            raise UsageError(
+                f"{type(self).__name__}.close() would block its own event loop: "
+                "await aclose() instead"
+            )
+        if loop is None or loop.is_closed() or not self._started:
+            self.disconnect()
+            with self._cond:
+                self._closing = True
+            self._drop_left("before its worker ran", hung=False)
+            return
+        done = asyncio.run_coroutine_threadsafe(self.aclose(timeout), loop)
+        try:
+            done.result(timeout + 1.0)
+        except concurrent.futures.TimeoutError:  # the loop does not run
+            done.cancel()
+            self.disconnect()
+            with self._cond:
+                self._closing = True
+            self._drop_left("while its event loop did not run", hung=self._current is not None)
+
+    async def __aenter__(self: C) -> C:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- worker ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        batch = self._batch
+        delivered = 0
+        try:
+            while True:
+                with self._cond:
+                    self._counts["delivered"] += delivered
+                    delivered = 0
+                    self._busy = False
+                    took = self._take_batch()
+                    if not took:
+                        if self._closing:
+                            break
+                        self._waiting = True
+                        wait = self._until_due()
+                if not took:
+                    self._progressed.set()
+                    await self._idle(wait)
+                    continue
+                while batch:
+                    item = batch.popleft()
+                    if isinstance(item, _Action):
+                        try:
+                            result = item.func()
+                            if inspect.isawaitable(result):
+                                await result
+                        except Exception as exc:
+                            self.errors.report(exc, f"in work queued for {item.subject!r}")
+                        continue
+                    event = self._take(item) if isinstance(item, _ProgressSlot) else item
+                    self._current = event
+                    if await self._deliver_with_retry(event):
+                        delivered += 1
+                    self._current = None
+                self._progressed.set()
+        except asyncio.CancelledError:
+            # aclose() ran out of time, or the loop is shutting down (asyncio.run ends)
+            self.disconnect()
+            with self._cond:
+                self._counts["delivered"] += delivered
+                self._closing = True
+                self._busy = False
+            timeout = self._close_timeout
+            when = "when its worker was cancelled" if timeout is None else f"after {timeout:.1f}s"
+            self._drop_left(when, hung=self._current is not None)
+            self._current = None
+            raise
+        finally:
+            self._progressed.set()
+
+    async def _idle(self, wait: float | None) -> None:
+        """Wait for work (or ``wait`` seconds, until held-back progress is due)."""
+        try:
+            if wait is None:
+                await self._wakeup.wait()
+            elif wait > 0:
+                await asyncio.wait_for(self._wakeup.wait(), wait)
+        except asyncio.TimeoutError:
+            pass
+        self._wakeup.clear()
+        with self._cond:
+            self._waiting = False
+
+    async def _deliver_with_retry(self, event: TaskEvent) -> bool:
+        """Deliver ``event``, retrying; True once delivered."""
+        delay = self.retry_initial
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.deliver(event)
+            except Exception as exc:
+                if not self._retrying(event, exc, attempt):
+                    return False
+            else:
+                return True
+            await asyncio.sleep(delay)
             delay = min(delay * 2, self.retry_max)
