@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import simple_websocket
 import socketio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
@@ -28,6 +27,7 @@ from taskevents import Emitter
 from taskevents.adapters.socketio._backlog import BacklogGuard
 from tests.support import socketio as support
 from tests.support.socketio import Client, wait_until
+from tests.support.websocket import WebSocketClient
 
 SUBSCRIBE = '42["subscribe_task",{"config_name":"aws01"}]'
 
@@ -336,7 +336,7 @@ class Flood:
 
     def _bystander(self) -> None:
         try:
-            ws = simple_websocket.Client.connect(
+            ws = WebSocketClient.connect(
                 f"ws://127.0.0.1:{self.port}/socket.io/?EIO=4&transport=websocket"
             )
             ws.receive(timeout=10)

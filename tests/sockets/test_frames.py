@@ -24,6 +24,7 @@ from taskevents.adapters.socketio import SocketIOAdapter, _frames
 from taskevents.adapters.socketio._frames import RateLimitedLog, guard_frames
 from tests.support import socketio as support
 from tests.support.socketio import Client, wait_until
+from tests.support.websocket import WebSocketClient
 
 MAX_BUFFER = 1_000_000  # Engine.IO's default max_http_buffer_size
 
@@ -127,7 +128,7 @@ class RawWebSocket:
     """Engine.IO and Socket.IO over a websocket, by hand."""
 
     def __init__(self, port: int) -> None:
-        self.ws = simple_websocket.Client.connect(
+        self.ws = WebSocketClient.connect(
             f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
         )
         opening = self.ws.receive(timeout=10)
