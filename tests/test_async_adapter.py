@@ -137,8 +137,10 @@ def test_a_slow_adapter_delays_neither_the_emitting_coroutine_nor_the_loop(
 
     run(main)
     assert len(lags) > 50
-    assert max(lags) < 0.1, max(lags)
-    assert max(emits) < 0.05, max(emits)
+    # Blocked by a delivery, the loop would stall for its whole second; bounds well
+    # under that, and over a busy machine's stray pauses.
+    assert max(lags) < 0.5, max(lags)
+    assert max(emits) < 0.5, max(emits)
 
 
 def test_events_from_8_threads_and_8_coroutines_arrive_gap_free_per_subject() -> None:

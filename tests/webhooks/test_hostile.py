@@ -225,10 +225,15 @@ def test_a_large_disabled_backlog_does_not_slow_down_handle(
         took.append(time.perf_counter() - start)
         time.sleep(0.003)
     took.sort()
-    p99 = took[int(len(took) * 0.99)]
-    # every claim scans the disabled endpoint's 50k due lanes under the outbox lock, and
-    # the workers claim every 5 ms: handle() waits behind them
-    assert p99 < 0.010, f"completed() p99 {p99 * 1000:.1f} ms, max {took[-1] * 1000:.1f} ms"
+    median = took[len(took) // 2]
+    # If every claim scanned the disabled endpoint's 50k due lanes under the outbox lock
+    # (the workers claim every 5 ms), handle() would wait behind one most of the time, so
+    # the typical call would take tens of ms. The median, unlike a p99, does not move
+    # with a busy machine's stray pauses (a p99 of 10.4 ms failed a CI run once).
+    assert median < 0.010, (
+        f"completed() median {median * 1000:.1f} ms, "
+        f"p99 {took[int(len(took) * 0.99)] * 1000:.1f} ms, max {took[-1] * 1000:.1f} ms"
+    )
 
 
 # -- 4. handle() waits busy_timeout (5 s) for another process's write lock -------------------------
