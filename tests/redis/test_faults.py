@@ -294,6 +294,15 @@ def bridge_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
     ]
 
 
+def wait_for_outage(worker: Worker, caplog: pytest.LogCaptureFixture) -> None:
+    """Until the worker has failed to emit and this process's bridge has warned."""
+    wait_until(lambda: worker.failed(), what="the worker failing to emit")
+    wait_until(
+        lambda: any(level == logging.WARNING for level, _ in bridge_lines(caplog)),
+        what="the bridge's warning",
+    )
+
+
 def setup_here(
     url: str, prefix: str, closing: list[Any], **options: Any
 ) -> tuple[RedisStateStore, Emitter, Recorder, RedisBridge]:
@@ -368,11 +377,7 @@ def test_a_redis_restart_mid_stream_loses_nothing_it_kept(
     assert isinstance(caught.value, TaskEventsError)
     assert "unavailable" in str(caught.value)
     got.release()
-    wait_until(lambda: worker.failed(), what="the worker failing to emit")
-    wait_until(
-        lambda: any(level == logging.WARNING for level, _ in bridge_lines(caplog)),
-        what="the bridge's warning",
-    )
+    wait_for_outage(worker, caplog)
 
     server.start()
     mine.append(emitter.progress("here", 60))  # this process emits again at once
@@ -443,11 +448,7 @@ def test_a_redis_restart_without_its_data(
     server.stop(signal.SIGKILL)
     before = worker.recorded()
     got.release()
-    wait_until(lambda: worker.failed(), what="the worker failing to emit")
-    wait_until(
-        lambda: any(level == logging.WARNING for level, _ in bridge_lines(caplog)),
-        what="the bridge's warning",
-    )
+    wait_for_outage(worker, caplog)
 
     server.start()
     # The worker's task is gone with the data: it finds none running, and starts again
