@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from taskevents._checks import number, positive_int
 from taskevents._optional import require
 from taskevents._reporting import ErrorReporter
-from taskevents.adapters.base import BackgroundAdapter
+from taskevents.adapters.base import BackgroundAdapter, _QueuedAdapter
 from taskevents.adapters.socketio._backlog import BacklogGuard
 from taskevents.adapters.socketio._frames import guard_frames
 from taskevents.emitter import Emitter
@@ -59,6 +59,7 @@ __all__ = ["SocketIOAdapter"]
 logger = logging.getLogger("taskevents")
 
 H = TypeVar("H", bound=Callable[..., None])
+R = TypeVar("R", bound="_Rooms")
 
 
 _EVENT_OF = {
@@ -76,7 +77,7 @@ def _request(method: H) -> H:
     event = _EVENT_OF[method.__name__]
 
     @functools.wraps(method)
-    def handler(self: SocketIOAdapter, sid: str, *args: Any) -> None:
+    def handler(self: _Rooms, sid: str, *args: Any) -> None:
         self._greet_once(sid)
         try:
             method(self, sid, *args)
@@ -238,40 +239,13 @@ class _Client:
         self.expires: float | None = None  # time.monotonic() deadline
 
 
-class SocketIOAdapter(BackgroundAdapter):
-    """Serves task events to Socket.IO clients, one room per subject.
-
-    :param server: a Flask-SocketIO ``SocketIO`` initialised with an app, or a
-        python-socketio ``Server``.
-    :param emitter: whose events and state to serve.
-    :param namespace: the Socket.IO namespace the handlers are registered on. The
-        adapter owns the ``connect``, ``disconnect``, ``subscribe_task``,
-        ``unsubscribe_task`` and ``get_all_tasks`` handlers there (and a catch-all that
-        answers unknown events with an ``error``); give it a namespace of its own if the
-        app has handlers of its own on ``/``.
-    :param progress_interval: at most one progress update per subject per this many
-        seconds reaches clients (the latest wins; with ``exclusive=False``, each task's
-        latest is kept when two report in turn); lifecycle events are never delayed
-        by it.
-    :param authenticate: called on connect; see :data:`Authenticate`. Default: everyone
-        may connect.
-    :param authorize: called on subscribe, and to filter ``all_tasks``; see
-        :data:`Authorize`. Default: every client may watch every subject.
-    :param max_subscriptions: how many subjects one client may watch at once.
-    :param subscribe_burst: how many ``subscribe_task`` one client may send at once
-        (default: ``max_subscriptions`` or 20, whichever is more, so a reconnecting
-        client can re-subscribe to everything at once)...
-    :param subscribe_rate: ...and then per second; more get an ``error`` with
-        ``retry_after`` (seconds), since each can replay up to the history kept.
-    :param all_tasks_burst: how many ``get_all_tasks`` one client may send at once...
-    :param all_tasks_rate: ...and then per second; more get an ``error`` with
-        ``retry_after``, since each answer lists every subject.
-    :param subjects: serve only these subjects (default: all the emitter's).
-    :param max_backlog: how many packets may wait to be sent to one client; a client
-        whose backlog grows past it (it stopped reading) is disconnected, and resumes
-        with ``since`` when it reconnects...
-    :param max_backlog_bytes: ...and how many bytes of them (16 MiB by default).
-    """
+class _Rooms(_QueuedAdapter):
+    """What the threaded and the asyncio Socket.IO adapters share: the clients, their
+    subscriptions and limits, the snapshot-then-stream joins, ordering across
+    processes, and the request handlers (which run on either server: only the I/O
+    hooks below differ). Each subclass brings the queue's worker (its second base) and
+    the I/O: ``deliver``, ``_send``, ``_enter_room``, ``_leave_room``, ``_start_greet``,
+    ``_start_expiry`` and ``_install_guards``."""
 
     #: Every process's events, when a :class:`taskevents.redis.RedisBridge` brings them
     #: in: each web process serves its own clients, whichever process emitted. A new
@@ -297,18 +271,7 @@ class SocketIOAdapter(BackgroundAdapter):
         max_backlog: int = 1000,
         max_backlog_bytes: int = 16 << 20,
     ) -> None:
-        socketio = require("socketio", extra="socketio", needed_by="SocketIOAdapter")
-        sio = server
-        if not isinstance(sio, socketio.Server) and hasattr(server, "init_app"):
-            sio = getattr(server, "server", None)  # Flask-SocketIO wraps a Server
-            if sio is None:
-                raise ValidationError(
-                    "server", "a Flask-SocketIO SocketIO initialised with an app", server
-                )
-        if not isinstance(sio, socketio.Server):
-            raise ValidationError(
-                "server", "a python-socketio Server or a Flask-SocketIO SocketIO", server
-            )
+        sio = self._server_of(server)
         if not isinstance(emitter, Emitter):
             raise ValidationError("emitter", "a taskevents.Emitter", emitter)
         if not isinstance(namespace, str) or not namespace.startswith("/"):
@@ -382,7 +345,18 @@ class SocketIOAdapter(BackgroundAdapter):
             0.0,
         )
         self._ahead: dict[str, set[str]] = {}
-        self._handlers = (
+        self._handlers: tuple[tuple[str, Callable[..., Any]], ...] = self._handler_table()
+        for event, handler in self._handlers:
+            sio.on(event, handler, namespace=namespace)
+        self._closed = False
+        self._expiry_task: Any = None
+        self._install_guards(max_backlog, max_backlog_bytes)
+
+    # -- what each server brings ---------------------------------------------------------
+
+    def _handler_table(self) -> tuple[tuple[str, Callable[..., Any]], ...]:
+        """The Socket.IO event handlers the adapter registers on its namespace."""
+        return (
             ("connect", self._on_connect),
             ("disconnect", self._on_disconnect),
             ("subscribe_task", self._on_subscribe),
@@ -390,30 +364,65 @@ class SocketIOAdapter(BackgroundAdapter):
             ("get_all_tasks", self._on_get_all),
             ("*", self._on_unknown),
         )
-        for event, handler in self._handlers:
-            sio.on(event, handler, namespace=namespace)
-        self._closed = False
-        self._expiry_task: Any = None
-        # Client events named like the connection handlers never reach them.
-        self._unguarded_handle_event = sio._handle_event
-        sio._handle_event = self._guard_reserved
-        self._unguard_frames = guard_frames(sio)
-        self._backlog = BacklogGuard(sio, max_packets=max_backlog, max_bytes=max_backlog_bytes)
-        self._backlog.start()
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop serving: the handlers leave the server, queued updates are flushed."""
+    @staticmethod
+    def _server_of(server: Any) -> Any:
+        """The python-socketio server that ``server`` is or wraps; raises
+        :class:`ValidationError` naming ``server`` otherwise."""
+        raise NotImplementedError
+
+    def _install_guards(self, max_backlog: int, max_backlog_bytes: int) -> None:
+        """Guard the server against reserved event names, malformed frames and clients
+        that stop reading."""
+        raise NotImplementedError
+
+    def _send(self, sid: str, name: str, payload: Mapping[str, Any]) -> None:
+        """Send ``name`` to one client, after whatever was sent to it before; never
+        blocks (callable from any thread)."""
+        raise NotImplementedError
+
+    def _enter_room(self, sid: str, room: str) -> None:
+        raise NotImplementedError
+
+    def _leave_room(self, sid: str, room: str) -> None:
+        raise NotImplementedError
+
+    def _start_greet(self, sid: str) -> None:
+        """Send ``connection_status`` once python-socketio has confirmed the connection."""
+        raise NotImplementedError
+
+    def _start_expiry(self) -> Any:
+        """Start the task that closes connections whose identity expired (see
+        :meth:`_expired`)."""
+        raise NotImplementedError
+
+    def _unregister(self) -> None:
+        """Take the handlers off the server; what close() does first."""
         self._closed = True
         handlers = self.sio.handlers.get(self.namespace, {})
         for event, handler in self._handlers:
             if handlers.get(event) == handler:
                 del handlers[event]
-        if self.sio.__dict__.get("_handle_event") == self._guard_reserved:
-            self.sio._handle_event = self._unguarded_handle_event
-        self._backlog.stop()
-        self._unguard_frames()
-        super().close(timeout)
-        self._still_busy.clear()
+
+    def _expired(self) -> list[str]:
+        """The clients whose identity has expired since the last call."""
+        now = time.monotonic()
+        with self._clients_lock:
+            due = [
+                sid
+                for sid, client in self._clients.items()
+                if client.expires is not None and client.expires <= now
+            ]
+            for sid in due:
+                self._clients[sid].expires = None
+        return due
+
+    #: What a client whose identity expired is sent before it is disconnected.
+    EXPIRED: Mapping[str, Any] = {
+        "message": "authentication expired; connect again",
+        "event": "connect",
+        "reason": "expired",
+    }
 
     @property
     def stream_id(self) -> str:
@@ -425,7 +434,7 @@ class SocketIOAdapter(BackgroundAdapter):
         stream = getattr(self.emitter.state, "stream_id", None)
         return stream if isinstance(stream, str) else self._own_stream
 
-    def connect(self, emitter: object | None = None) -> SocketIOAdapter:
+    def connect(self: R, emitter: object | None = None) -> R:
         """Start serving the events of ``emitter`` (by default the one given at
         construction)."""
         sender = self.emitter if emitter is None else emitter
@@ -530,22 +539,6 @@ class SocketIOAdapter(BackgroundAdapter):
             self.errors.report(exc, f"to read the last seq of {subject!r}")
             return False
 
-    def deliver(self, event: TaskEvent) -> None:
-        still_busy = bool(self._still_busy) and event.id in self._still_busy
-        payload = update_payload(event, still_busy=still_busy)
-        room = room_for(event.subject)
-        skip = self._skip_for(event) if event.subject in self._floors else ()
-        if not _emit_direct(self.sio, "task_status_update", payload, room, self.namespace, skip):
-            self.sio.emit(
-                "task_status_update",
-                payload,
-                room=room,
-                namespace=self.namespace,
-                skip_sid=list(skip) or None,
-            )
-        if still_busy:
-            self._still_busy.discard(event.id)
-
     def _skip_for(self, event: TaskEvent) -> set[str]:
         """The clients of the room that have ``event`` in their snapshot already; the
         floors it passes are dropped."""
@@ -566,29 +559,6 @@ class SocketIOAdapter(BackgroundAdapter):
         if floors is not None and floors.pop(sid, None) is not None and not floors:
             del self._floors[subject]
 
-    def _send(self, sid: str, name: str, payload: Mapping[str, Any]) -> None:
-        self.sio.emit(name, payload, to=sid, namespace=self.namespace)
-
-    # -- handlers ----------------------------------------------------------------------
-
-    def _guard_reserved(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> Any:
-        # python-socketio dispatches a client event by its name, so an event called
-        # "connect" would run the connect handler again (a new identity, fresh limits)
-        # and one called "disconnect" would make the adapter forget a live client.
-        if (
-            not self._closed
-            and isinstance(data, list)
-            and data
-            and isinstance(data[0], str)
-            and data[0] in RESERVED_EVENTS
-        ):
-            if (namespace or "/") == self.namespace:
-                sid = self.sio.manager.sid_from_eio_sid(eio_sid, self.namespace)
-                if sid is not None and self.sio.manager.is_connected(sid, self.namespace):
-                    self._on_unknown(data[0], sid)
-            return None  # on the app's own namespaces too: never to its connect handlers
-        return self._unguarded_handle_event(eio_sid, namespace, id, data)
-
     def _from_server(self, sid: str, environ: object) -> bool:
         """Whether a connect handler call comes from python-socketio itself: only it
         can pass the connection's own environ object."""
@@ -596,27 +566,38 @@ class SocketIOAdapter(BackgroundAdapter):
         return eio_sid is not None and self.sio.environ.get(eio_sid) is environ
 
     def _on_connect(self, sid: str, *args: Any) -> Any:
-        environ = args[0] if args else None
+        environ: Any = args[0] if args else None
         auth = args[1] if len(args) > 1 else None
+        if not self._connecting(sid, environ):
+            return None
+        outcome: tuple[bool, Any, float | None] = (True, None, None)
+        if self.authenticate is not None:
+            try:
+                outcome = resolve_identity(self.authenticate(environ, auth))
+            except Exception as exc:
+                self._report_hook(exc, "in the authenticate hook")
+                outcome = (False, None, None)
+        self._admit(sid, environ, outcome)
+        return None
+
+    def _connecting(self, sid: str, environ: object) -> bool:
+        """Whether a connect handler call is a new connection, from python-socketio
+        itself; a client's event called "connect" gets an ``error``."""
         with self._clients_lock:
             known = sid in self._clients
         if known or environ is None or not self._from_server(sid, environ):
             if known:
                 self._on_unknown("connect", sid)
-            return None
-        identity = None
-        seconds_left = None
-        if self.authenticate is not None:
-            try:
-                accepted, identity, seconds_left = resolve_identity(
-                    self.authenticate(environ, auth)
-                )
-            except Exception as exc:
-                self._report_hook(exc, "in the authenticate hook")
-                accepted = False
-            if not accepted:
-                socketio = require("socketio", extra="socketio", needed_by="SocketIOAdapter")
-                raise socketio.exceptions.ConnectionRefusedError("authentication failed")
+            return False
+        return True
+
+    def _admit(self, sid: str, environ: Any, outcome: tuple[bool, Any, float | None]) -> None:
+        """Admit a new connection with what ``authenticate`` said (``accepted,
+        identity, seconds_left``), or refuse it."""
+        accepted, identity, seconds_left = outcome
+        if not accepted:
+            socketio = require("socketio", extra="socketio", needed_by=type(self).__name__)
+            raise socketio.exceptions.ConnectionRefusedError("authentication failed")
         self._stream = self.stream_id  # read afresh: what connection_status carries
         client = _Client(
             identity,
@@ -629,20 +610,10 @@ class SocketIOAdapter(BackgroundAdapter):
             if seconds_left is not None:
                 client.expires = time.monotonic() + seconds_left
                 if self._expiry_task is None:
-                    self._expiry_task = self.sio.start_background_task(self._expire)
+                    self._expiry_task = self._start_expiry()
         # python-socketio confirms the connection only after this handler returns;
         # greet the client once it has, so no event precedes the confirmation.
-        self.sio.start_background_task(self._greet, sid)
-
-    def _greet(self, sid: str) -> None:
-        for _ in range(400):  # up to about 2 s
-            if self.sio.manager.is_connected(sid, self.namespace):
-                self._greet_once(sid)
-                return
-            with self._clients_lock:
-                if sid not in self._clients:
-                    return
-            self.sio.sleep(0.005)
+        self._start_greet(sid)
 
     def _report_hook(self, exc: Exception, doing: str) -> None:
         self.hook_errors.report(exc, doing, traceback=False, detail=False)
@@ -683,31 +654,6 @@ class SocketIOAdapter(BackgroundAdapter):
             for subject in client.subjects if client is not None else ():
                 self._drop_floor(sid, subject)
 
-    def _expire(self) -> None:
-        """Close connections whose identity has expired; runs while any may."""
-        while not self._closed:
-            self.sio.sleep(0.25)
-            now = time.monotonic()
-            with self._clients_lock:
-                due = [
-                    sid
-                    for sid, client in self._clients.items()
-                    if client.expires is not None and client.expires <= now
-                ]
-                for sid in due:
-                    self._clients[sid].expires = None
-            for sid in due:
-                self._send(
-                    sid,
-                    "error",
-                    {
-                        "message": "authentication expired; connect again",
-                        "event": "connect",
-                        "reason": "expired",
-                    },
-                )
-                self.sio.disconnect(sid, namespace=self.namespace)
-
     def revoke(self, identity: Any, subject: str | None = None) -> int:
         """Withdraw ``identity``'s access to ``subject`` (default: to every subject) at
         once: its clients leave those subjects' rooms and get ``unsubscribed`` with
@@ -743,7 +689,7 @@ class SocketIOAdapter(BackgroundAdapter):
                     self._drop_floor(sid, name)
                     withdrawn.append((sid, name))
         for sid, name in withdrawn:
-            self.sio.leave_room(sid, room_for(name), namespace=self.namespace)
+            self._leave_room(sid, room_for(name))
             self._send(sid, "unsubscribed", {"config_name": name, "reason": reason})
         return len(withdrawn)
 
@@ -764,7 +710,7 @@ class SocketIOAdapter(BackgroundAdapter):
                 self._clients[sid].subjects.discard(subject)
             self._floors.pop(subject, None)
         for sid in sids:
-            self.sio.leave_room(sid, room_for(subject), namespace=self.namespace)
+            self._leave_room(sid, room_for(subject))
             self._send(sid, "unsubscribed", {"config_name": subject, "reason": reason})
 
     def _on_unknown(self, event: str, sid: str, *args: Any) -> None:
@@ -865,7 +811,7 @@ class SocketIOAdapter(BackgroundAdapter):
             # What the snapshot (or the resume) gives the client, it is not sent again:
             # whatever process emitted, its updates go on from the snapshot's seq.
             self._floors.setdefault(subject, {})[sid] = snapshot.seq
-            self.sio.enter_room(sid, room_for(subject), namespace=self.namespace)
+            self._enter_room(sid, room_for(subject))
         for name, payload in join_messages(snapshot, since, replay, stream):
             self._send(sid, name, payload)
 
@@ -886,7 +832,7 @@ class SocketIOAdapter(BackgroundAdapter):
                 return
             if subject not in client.subjects:
                 self._drop_floor(sid, subject)
-                self.sio.leave_room(sid, room_for(subject), namespace=self.namespace)
+                self._leave_room(sid, room_for(subject))
         self._send(sid, "unsubscribed", {"config_name": subject})
 
     @_request
@@ -948,3 +894,181 @@ class SocketIOAdapter(BackgroundAdapter):
                 raise
             self._all_read = (snapshots, time.monotonic())
             return snapshots
+
+
+class SocketIOAdapter(_Rooms, BackgroundAdapter):
+    """Serves task events to Socket.IO clients, one room per subject.
+
+    :param server: a Flask-SocketIO ``SocketIO`` initialised with an app, or a
+        python-socketio ``Server``.
+    :param emitter: whose events and state to serve.
+    :param namespace: the Socket.IO namespace the handlers are registered on. The
+        adapter owns the ``connect``, ``disconnect``, ``subscribe_task``,
+        ``unsubscribe_task`` and ``get_all_tasks`` handlers there (and a catch-all that
+        answers unknown events with an ``error``); give it a namespace of its own if the
+        app has handlers of its own on ``/``.
+    :param progress_interval: at most one progress update per subject per this many
+        seconds reaches clients (the latest wins; with ``exclusive=False``, each task's
+        latest is kept when two report in turn); lifecycle events are never delayed
+        by it.
+    :param authenticate: called on connect; see :data:`Authenticate`. Default: everyone
+        may connect.
+    :param authorize: called on subscribe, and to filter ``all_tasks``; see
+        :data:`Authorize`. Default: every client may watch every subject.
+    :param max_subscriptions: how many subjects one client may watch at once.
+    :param subscribe_burst: how many ``subscribe_task`` one client may send at once
+        (default: ``max_subscriptions`` or 20, whichever is more, so a reconnecting
+        client can re-subscribe to everything at once)...
+    :param subscribe_rate: ...and then per second; more get an ``error`` with
+        ``retry_after`` (seconds), since each can replay up to the history kept.
+    :param all_tasks_burst: how many ``get_all_tasks`` one client may send at once...
+    :param all_tasks_rate: ...and then per second; more get an ``error`` with
+        ``retry_after``, since each answer lists every subject.
+    :param subjects: serve only these subjects (default: all the emitter's).
+    :param max_backlog: how many packets may wait to be sent to one client; a client
+        whose backlog grows past it (it stopped reading) is disconnected, and resumes
+        with ``since`` when it reconnects...
+    :param max_backlog_bytes: ...and how many bytes of them (16 MiB by default).
+    """
+
+    def __init__(
+        self,
+        server: Any,
+        emitter: Emitter,
+        *,
+        namespace: str = "/",
+        progress_interval: float = 0.1,
+        authenticate: Authenticate | None = None,
+        authorize: Authorize | None = None,
+        max_subscriptions: int = 100,
+        subscribe_burst: int | None = None,
+        subscribe_rate: float = 5.0,
+        all_tasks_burst: int = 5,
+        all_tasks_rate: float = 1.0,
+        subjects: Iterable[str] | None = None,
+        max_backlog: int = 1000,
+        max_backlog_bytes: int = 16 << 20,
+    ) -> None:
+        super().__init__(
+            server,
+            emitter,
+            namespace=namespace,
+            progress_interval=progress_interval,
+            authenticate=authenticate,
+            authorize=authorize,
+            max_subscriptions=max_subscriptions,
+            subscribe_burst=subscribe_burst,
+            subscribe_rate=subscribe_rate,
+            all_tasks_burst=all_tasks_burst,
+            all_tasks_rate=all_tasks_rate,
+            subjects=subjects,
+            max_backlog=max_backlog,
+            max_backlog_bytes=max_backlog_bytes,
+        )
+
+    @staticmethod
+    def _server_of(server: Any) -> Any:
+        socketio = require("socketio", extra="socketio", needed_by="SocketIOAdapter")
+        sio = server
+        if not isinstance(sio, socketio.Server) and hasattr(server, "init_app"):
+            sio = getattr(server, "server", None)  # Flask-SocketIO wraps a Server
+            if sio is None:
+                raise ValidationError(
+                    "server", "a Flask-SocketIO SocketIO initialised with an app", server
+                )
+        if not isinstance(sio, socketio.Server):
+            hint = ""
+            if isinstance(sio, socketio.AsyncServer):
+                hint = " (for a socketio.AsyncServer, use AsyncSocketIOAdapter)"
+            raise ValidationError(
+                "server", "a python-socketio Server or a Flask-SocketIO SocketIO" + hint, server
+            )
+        return sio
+
+    def _install_guards(self, max_backlog: int, max_backlog_bytes: int) -> None:
+        sio = self.sio
+        # Client events named like the connection handlers never reach them.
+        self._unguarded_handle_event = sio._handle_event
+        sio._handle_event = self._guard_reserved
+        self._unguard_frames = guard_frames(sio)
+        self._backlog = BacklogGuard(sio, max_packets=max_backlog, max_bytes=max_backlog_bytes)
+        self._backlog.start()
+
+    def _enter_room(self, sid: str, room: str) -> None:
+        self.sio.enter_room(sid, room, namespace=self.namespace)
+
+    def _leave_room(self, sid: str, room: str) -> None:
+        self.sio.leave_room(sid, room, namespace=self.namespace)
+
+    def _start_greet(self, sid: str) -> None:
+        self.sio.start_background_task(self._greet, sid)
+
+    def _start_expiry(self) -> Any:
+        return self.sio.start_background_task(self._expire)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop serving: the handlers leave the server, queued updates are flushed."""
+        self._unregister()
+        if self.sio.__dict__.get("_handle_event") == self._guard_reserved:
+            self.sio._handle_event = self._unguarded_handle_event
+        self._backlog.stop()
+        self._unguard_frames()
+        super().close(timeout)
+        self._still_busy.clear()
+
+    def deliver(self, event: TaskEvent) -> None:
+        still_busy = bool(self._still_busy) and event.id in self._still_busy
+        payload = update_payload(event, still_busy=still_busy)
+        room = room_for(event.subject)
+        skip = self._skip_for(event) if event.subject in self._floors else ()
+        if not _emit_direct(self.sio, "task_status_update", payload, room, self.namespace, skip):
+            self.sio.emit(
+                "task_status_update",
+                payload,
+                room=room,
+                namespace=self.namespace,
+                skip_sid=list(skip) or None,
+            )
+        if still_busy:
+            self._still_busy.discard(event.id)
+
+    def _send(self, sid: str, name: str, payload: Mapping[str, Any]) -> None:
+        self.sio.emit(name, payload, to=sid, namespace=self.namespace)
+
+    # -- handlers ----------------------------------------------------------------------
+
+    def _guard_reserved(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> Any:
+        # python-socketio dispatches a client event by its name, so an event called
+        # "connect" would run the connect handler again (a new identity, fresh limits)
+        # and one called "disconnect" would make the adapter forget a live client.
+        if (
+            not self._closed
+            and isinstance(data, list)
+            and data
+            and isinstance(data[0], str)
+            and data[0] in RESERVED_EVENTS
+        ):
+            if (namespace or "/") == self.namespace:
+                sid = self.sio.manager.sid_from_eio_sid(eio_sid, self.namespace)
+                if sid is not None and self.sio.manager.is_connected(sid, self.namespace):
+                    self._on_unknown(data[0], sid)
+            return None  # on the app's own namespaces too: never to its connect handlers
+        return self._unguarded_handle_event(eio_sid, namespace, id, data)
+
+    def _greet(self, sid: str) -> None:
+        for _ in range(400):  # up to about 2 s
+            if self.sio.manager.is_connected(sid, self.namespace):
+                self._greet_once(sid)
+                return
+            with self._clients_lock:
+                if sid not in self._clients:
+                    return
+            self.sio.sleep(0.005)
+
+    def _expire(self) -> None:
+        """Close connections whose identity has expired; runs while any may."""
+        while not self._closed:
+            self.sio.sleep(0.25)
+            for sid in self._expired():
+                self._send(sid, "error", dict(self.EXPIRED))
+                self.sio.disconnect(sid, namespace=self.namespace)
