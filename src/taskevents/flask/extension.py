@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,8 @@ import flask
 from werkzeug.exceptions import SecurityError
 from werkzeug.wsgi import get_host
 
+from taskevents._bridges import acquire_bridge as _acquire_bridge
+from taskevents._bridges import release_bridge as _release_bridge
 from taskevents._hosts import HostCheck
 from taskevents._urls import describe_url
 from taskevents.adapters import Adapter, load_adapter
@@ -92,35 +93,6 @@ class TaskEventsState:
             adapter.close()
         if self.redis_store is not None:
             self.redis_store.close()
-
-
-# One bridge per store, shared by the apps that serve one emitter: two bridges on a
-# store would bring every event in twice. id(store) -> [bridge, apps using it].
-_bridges: dict[int, list[Any]] = {}
-_bridges_lock = threading.Lock()
-
-
-def _acquire_bridge(store: RedisStateStore) -> RedisBridge:
-    from taskevents.redis import RedisBridge
-
-    with _bridges_lock:
-        entry = _bridges.get(id(store))
-        if entry is None or entry[0].store is not store:
-            entry = _bridges[id(store)] = [RedisBridge(store).start(), 0]
-        entry[1] += 1
-        bridge: RedisBridge = entry[0]
-        return bridge
-
-
-def _release_bridge(bridge: RedisBridge) -> None:
-    with _bridges_lock:
-        entry = _bridges.get(id(bridge.store))
-        if entry is not None and entry[0] is bridge:
-            entry[1] -= 1
-            if entry[1] > 0:
-                return
-            del _bridges[id(bridge.store)]
-    bridge.close()
 
 
 def _config_error(key: str, expected: str, got: object) -> ValidationError:

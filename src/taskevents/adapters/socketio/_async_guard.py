@@ -34,6 +34,7 @@ from ._frames import (
     _socketio_text_cause,
     one_line,
 )
+from .protocol import client_address
 
 __all__ = ["AsyncGuard"]
 
@@ -157,7 +158,7 @@ class AsyncGuard:
 
     def client_of(self, eio_sid: str | None) -> str:
         environ = getattr(self.sio, "environ", {}).get(eio_sid) or {}
-        return one_line(environ.get("REMOTE_ADDR") or "unknown", 64)
+        return one_line(client_address(environ) or "unknown", 64)
 
     def report(self, what: str, cause: str, eio_sid: str | None, detail: str = "") -> None:
         client = self.client_of(eio_sid)

@@ -335,6 +335,22 @@ class SubjectBudget:
             return 0.0
 
 
+def client_address(environ: Any) -> str | None:
+    """The client's address in a (WSGI-like) ``environ``: the ASGI scope's ``client``
+    when there is one (python-engineio's ASGI driver writes ``127.0.0.1`` into
+    ``REMOTE_ADDR`` for every client), else ``REMOTE_ADDR``."""
+    if not isinstance(environ, Mapping):
+        return None
+    scope = environ.get("asgi.scope")
+    if isinstance(scope, Mapping):
+        client = scope.get("client")
+        if isinstance(client, (list, tuple)) and client and isinstance(client[0], str):
+            return client[0]
+        return None
+    address = environ.get("REMOTE_ADDR")
+    return address if isinstance(address, str) else None
+
+
 def budget_key(identity: Any, address: str | None) -> Any:
     """Whose :class:`SubjectBudget` a request spends: its identity, or, without one, its
     address."""

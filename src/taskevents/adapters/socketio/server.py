@@ -41,6 +41,7 @@ from .protocol import (
     TokenBucket,
     all_tasks_payload,
     budget_key,
+    client_address,
     effective_since,
     join_messages,
     parse_get_all,
@@ -603,7 +604,7 @@ class _Rooms(_QueuedAdapter):
             identity,
             TokenBucket(self.subscribe_burst, self.subscribe_rate),
             TokenBucket(self.all_tasks_burst, self.all_tasks_rate),
-            environ.get("REMOTE_ADDR") if isinstance(environ, Mapping) else None,
+            client_address(environ),
         )
         with self._clients_lock:
             self._clients[sid] = client
