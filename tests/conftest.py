@@ -77,11 +77,32 @@ def _no_leftover_receivers() -> Iterator[None]:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., Served]]:
-    """``serve(**config)``: a Flask app with the extension on a live server."""
+def server_kind() -> str:
+    """Which server ``serve`` starts: "flask" (Flask-SocketIO), or, for the tests of a
+    module marked ``both_servers``, each of "flask" and "asgi" (taskevents.asgi on
+    uvicorn) in turn."""
+    return "flask"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # The protocol tests run unchanged against both servers; a test about Flask itself
+    # is marked flask_only.
+    definition = metafunc.definition
+    if (
+        "server_kind" in metafunc.fixturenames
+        and definition.get_closest_marker("both_servers") is not None
+        and definition.get_closest_marker("flask_only") is None
+    ):
+        metafunc.parametrize("server_kind", ["flask", "asgi"])
+
+
+@pytest.fixture
+def serve(server_kind: str) -> Iterator[Callable[..., Served]]:
+    """``serve(**config)``: a Flask app with the extension on a live server, or (see
+    ``server_kind``) taskevents.asgi on uvicorn."""
     from tests.support.socketio import serving  # only where used: it needs Flask
 
-    yield from serving()
+    yield from serving(server_kind)
 
 
 @pytest.fixture

@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 from taskevents._bridges import acquire_bridge, release_bridge
 from taskevents._hosts import host_allowed, normalize_name
 from taskevents._optional import require
-from taskevents._urls import describe_url
 from taskevents.adapters import Adapter, load_adapter
 from taskevents.adapters.socketio.async_server import AsyncSocketIOAdapter
 from taskevents.adapters.socketio.protocol import (
@@ -325,6 +324,7 @@ class TaskEvents:
         self.authenticate = authenticate
         self.redis_store: RedisStateStore | None = None
         self.bridge: RedisBridge | None = None
+        self._closed = False
         bridged = self._redis(emitter, redis_url, redis_prefix)
         self.adapters: list[Adapter] = []
         try:
@@ -376,7 +376,6 @@ class TaskEvents:
                         name = item.name if entry is root else f"vendor/{item.name}"
                         self._statics[name] = item
         self._page: bytes | None = None
-        self._closed = False
         #: The ASGI app with nothing behind it: Socket.IO, REST and the dashboard, and
         #: a 404 for every other path.
         self.app: ASGIApp = self.wrap(None)
@@ -416,7 +415,7 @@ class TaskEvents:
             store.ping()
         except StoreUnavailable as exc:
             store.close()
-            raise StoreUnavailable(f"redis_url {describe_url(url)}: {exc}") from None
+            raise StoreUnavailable(f"redis_url: {exc}") from None
         self.redis_store = store
         return store
 

@@ -19,6 +19,8 @@ from taskevents.adapters.socketio import Expiring
 from taskevents.signals import SIGNALS
 from tests.support.socketio import Client, Served, by_token, only_own, run_task, subscribe
 
+pytestmark = pytest.mark.both_servers
+
 
 def errors_of(client: Client, quiet: float = 0.3) -> list[dict[str, Any]]:
     return [payload for name, payload in client.drain(quiet) if name == "error"]
@@ -124,7 +126,7 @@ def test_an_unencodable_event_is_dropped_and_every_other_subject_keeps_streaming
         "task_status_update", lambda p: p["seq"] == events[-1].seq and p["config_name"] == "aws02"
     )
     assert done["update"]["event"] == "task_completed"
-    assert served.adapter.flush(5)
+    assert served.flush(5)
     assert served.adapter.stats["rejected"] == 1
 
 

@@ -29,6 +29,8 @@ from tests.support.socketio import (
 
 # -- the protocol, event by event ---------------------------------------------------------
 
+pytestmark = pytest.mark.both_servers
+
 
 def test_connect_answers_connection_status(serve: Callable[..., Served]) -> None:
     served = serve()
@@ -568,6 +570,7 @@ def test_unauthorised_subscribe_is_refused_and_all_tasks_filtered(
     assert [u for u in alice.drain(0.2) if u[0] == "task_status_update"] == []
 
 
+@pytest.mark.flask_only
 def test_authenticate_runs_in_the_flask_request_context(serve: Callable[..., Served]) -> None:
     seen: list[str] = []
 

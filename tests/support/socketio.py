@@ -3,6 +3,7 @@ server factory (registered in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
@@ -17,7 +18,7 @@ from flask_socketio import SocketIO
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from taskevents import Emitter, MemoryStateStore, TaskEvent
-from taskevents.adapters.socketio import SocketIOAdapter
+from taskevents.adapters.socketio import AsyncSocketIOAdapter, SocketIOAdapter
 from taskevents.flask import TaskEvents
 
 
@@ -151,8 +152,9 @@ SUBJECTS = {"aws01": {"region": "eu-west-1"}, "aws02": {}, "aws03": {}}
 class Served:
     url: str
     emitter: Emitter
-    adapter: SocketIOAdapter
-    app: flask.Flask
+    adapter: SocketIOAdapter | AsyncSocketIOAdapter
+    #: The Flask app, or the taskevents.asgi.TaskEvents serving on uvicorn.
+    app: Any
 
     def client(self, **options: Any) -> Client:
         client = Client().connect(self.url, **options)
@@ -162,10 +164,47 @@ class Served:
     def __post_init__(self) -> None:
         self._clients: list[Client] = []
 
+    def flush(self, timeout: float) -> bool:
+        """The adapter's flush, from the test's thread, whichever server."""
+        adapter = self.adapter
+        if isinstance(adapter, AsyncSocketIOAdapter):
+            assert adapter.loop is not None
+            done = asyncio.run_coroutine_threadsafe(adapter.flush(timeout), adapter.loop)
+            return done.result(timeout + 1)
+        return adapter.flush(timeout)
 
-def serving() -> Iterator[Callable[..., Served]]:
+
+class LiveASGIServer:
+    """An ASGI app served by uvicorn on a free 127.0.0.1 port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def serving(kind: str = "flask") -> Iterator[Callable[..., Served]]:
     """The ``serve`` fixture: ``serve(**config)`` starts a Flask app with the extension on
-    a live server and returns a :class:`Served`; everything is stopped afterwards."""
+    a live server (``kind="flask"``), or ``taskevents.asgi.TaskEvents`` on uvicorn
+    (``kind="asgi"``), with the same options, and returns a :class:`Served`;
+    everything is stopped afterwards."""
+    if kind == "asgi":
+        yield from _serving_asgi()
+        return
     running: list[tuple[Served, LiveServer, TaskEvents]] = []
 
     def start(
@@ -193,6 +232,34 @@ def serving() -> Iterator[Callable[..., Served]]:
         for client in served._clients:
             client.close()
         TaskEvents.state(served.app).close()
+        server.stop()
+
+
+def _serving_asgi() -> Iterator[Callable[..., Served]]:
+    from taskevents.asgi import TaskEvents as ASGITaskEvents
+
+    running: list[tuple[Served, LiveASGIServer, ASGITaskEvents]] = []
+
+    def start(
+        *,
+        history_size: int = 1000,
+        authenticate: Any = None,
+        authorize: Any = None,
+        **config: Any,
+    ) -> Served:
+        settings = {"subjects": SUBJECTS, "progress_interval": 0, **config}
+        emitter = Emitter(source="tests", state=MemoryStateStore(history_size=history_size))
+        tasks = ASGITaskEvents(emitter, authenticate=authenticate, authorize=authorize, **settings)
+        server = LiveASGIServer(tasks.app)
+        served = Served(server.url, emitter, tasks.adapter, tasks)
+        running.append((served, server, tasks))
+        return served
+
+    yield start
+    for served, server, tasks in running:
+        for client in served._clients:
+            client.close()
+        tasks.close()
         server.stop()
 
 
