@@ -71,6 +71,15 @@ class _Bench:
 
     def send_raw(self, index: int, sent_ms: float, last: bool) -> None:
         # What a hand-written app would do: build the message, emit it to the room.
+        payload = self.raw_payload(index, sent_ms, last)
+        self.socketio.emit("task_status_update", payload, to=self.raw_room)
+        self.last = payload
+
+    def raw_payload(
+        self, index: int, sent_ms: float, last: bool, subject: str = RAW_SUBJECT
+    ) -> dict[str, Any]:
+        """The raw path's message for event ``index`` (even: a start, odd: a completion)
+        on ``subject``: the keys and size of taskevents' ``task_status_update``."""
         self.raw_seq += 1
         update: dict[str, Any]
         if index % 2 == 0:
@@ -90,15 +99,13 @@ class _Bench:
                 "task_id": self.raw_task_id,
                 "task_type": "bench",
             }
-        payload = {
-            "config_name": RAW_SUBJECT,
+        return {
+            "config_name": subject,
             "update": update,
             "timestamp": datetime.now(timezone.utc).isoformat(),
             "seq": self.raw_seq,
             "event_id": self.raw_prefix + str(next(self.raw_counter)),
         }
-        self.socketio.emit("task_status_update", payload, to=self.raw_room)
-        self.last = payload
 
     def payload_bytes(self, kind: str) -> int:
         from taskevents.adapters.socketio import update_payload

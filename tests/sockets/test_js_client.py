@@ -116,7 +116,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
-def start_demo_server(log_path: Path) -> DemoServer:
+def start_demo_server(log_path: Path, async_mode: str = "threading") -> DemoServer:
     """Start the demo on a free port and wait until it answers HTTP; retried on a new port
     if another process took the port in between."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -124,7 +124,15 @@ def start_demo_server(log_path: Path) -> DemoServer:
         port = free_port()
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [*DEMO_COMMAND, "--port", str(port), "--task-seconds", "1"],
+                [
+                    *DEMO_COMMAND,
+                    "--port",
+                    str(port),
+                    "--task-seconds",
+                    "1",
+                    "--async-mode",
+                    async_mode,
+                ],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -154,9 +162,10 @@ def start_demo_server(log_path: Path) -> DemoServer:
     pytest.fail("the demo server found no free port in 3 attempts", pytrace=False)
 
 
-@pytest.fixture
-def demo_server(tmp_path: Path) -> Iterator[DemoServer]:
-    server = start_demo_server(tmp_path / "demo-server.log")
+@pytest.fixture(params=["threading", "asgi"])
+def demo_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DemoServer]:
+    """The demo on Flask-SocketIO, and on ASGI (python-socketio's AsyncServer)."""
+    server = start_demo_server(tmp_path / "demo-server.log", request.param)
     try:
         yield server
     finally:

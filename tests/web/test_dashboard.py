@@ -33,10 +33,21 @@ def browser() -> Iterator[Browser]:
         yield browser
 
 
+@pytest.fixture(params=["threading", "asgi"])
+def demo_mode(request: pytest.FixtureRequest) -> str:
+    """Every dashboard test runs against the demo on Flask-SocketIO and on ASGI."""
+    mode: str = request.param
+    return mode
+
+
 @pytest.fixture
-def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DemoServer]:
+def server(tmp_path: Path, request: pytest.FixtureRequest, demo_mode: str) -> Iterator[DemoServer]:
     # A test may ask for slower tasks: @pytest.mark.parametrize("server", [6.0], indirect=True)
-    demo = DemoServer(tmp_path / "demo.log", task_seconds=getattr(request, "param", 1.5))
+    demo = DemoServer(
+        tmp_path / "demo.log",
+        task_seconds=getattr(request, "param", 1.5),
+        async_mode=demo_mode,
+    )
     demo.start()
     try:
         yield demo

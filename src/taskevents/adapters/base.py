@@ -990,6 +990,9 @@ class AsyncAdapter(_QueuedAdapter):
                         delivered += 1
                     self._current = None
                 self._progressed.set()
+                # A deliver() that never suspends (a send into a queue) would otherwise
+                # hold the loop for batch after batch while a thread keeps emitting.
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             # aclose() ran out of time, or the loop is shutting down (asyncio.run ends)
             self.disconnect()
