@@ -38,5 +38,3 @@ def release_bridge(bridge: RedisBridge) -> None:
                 return
             del _bridges[id(bridge.store)]
     bridge.close()
-
-

@@ -216,6 +216,17 @@ async def _json_error(
     await _json(send, status, {"error": {"message": message, **details}}, headers)
 
 
+def _without_body(send: Send) -> Send:
+    """``send`` for a HEAD request: the response's headers, not its body."""
+
+    async def head(message: Message) -> None:
+        if message.get("type") == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return head
+
+
 def _shown(path: str) -> str:
     return path if len(path) <= 200 else path[:199] + "…"
 
@@ -580,17 +591,20 @@ class TaskEvents:
 
     async def _serve_own(self, path: str, scope: Scope, send: Send) -> bool:
         """Answer a request for the REST endpoints or the dashboard; False if it is for
-        neither."""
+        neither. HEAD is answered as GET, without the body."""
         method = scope.get("method", "GET")
+        if method == "HEAD":
+            method = "GET"
+            send = _without_body(send)
         prefix = self.api_prefix
         if prefix is not None and (path == prefix or path.startswith(prefix + "/")):
             if method != "GET":
                 await _json_error(
                     send,
                     405,
-                    f"{method} is not allowed on {_shown(path)!r}; allowed: GET",
-                    [("Allow", "GET")],
-                    allowed=["GET"],
+                    f"{method} is not allowed on {_shown(path)!r}; allowed: GET, HEAD",
+                    [("Allow", "GET, HEAD")],
+                    allowed=["GET", "HEAD"],
                 )
                 return True
             await self._api(path[len(prefix) :], scope, send)
@@ -602,7 +616,7 @@ class TaskEvents:
                     405,
                     b"Method Not Allowed\n",
                     "text/plain; charset=utf-8",
-                    [("Allow", "GET")],
+                    [("Allow", "GET, HEAD")],
                 )
                 return True
             if path == self.dashboard_path:
@@ -665,7 +679,13 @@ class TaskEvents:
             if rest in ("", "/"):
                 budget = adapter.subject_budget
                 key = budget_key(identity, client_address(_environ(scope)))
-                wait = budget.take(key, adapter.listed_count())
+                # Before the first list is read, a shared store is asked how many there are.
+                count = (
+                    await asyncio.to_thread(adapter.listed_count)
+                    if shared
+                    else adapter.listed_count()
+                )
+                wait = budget.take(key, count)
                 if wait > 0:
                     seconds = max(1, math.ceil(wait))
                     await _json_error(

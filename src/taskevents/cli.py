@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -16,12 +17,24 @@ from taskevents.exceptions import MissingDependency, StoreUnavailable
 
 
 def _demo(args: argparse.Namespace) -> int:
-    try:
-        from taskevents.demo import create_app, serve
-    except ImportError as exc:
-        missing = MissingDependency(exc.name or "flask-socketio", "socketio", "taskevents demo")
-        print(missing, file=sys.stderr)
-        return 1
+    asgi = args.async_mode == "asgi"
+    if asgi:
+        from taskevents._optional import require
+
+        try:
+            # uvicorn serves it: checked first, before the app is made (Redis, ...).
+            for package in ("uvicorn", "socketio"):
+                require(package, extra="asgi", needed_by="taskevents demo --async-mode asgi")
+        except MissingDependency as error:
+            print(error, file=sys.stderr)
+            return 1
+    else:
+        try:
+            from taskevents.demo import create_app, serve
+        except ImportError as exc:
+            missing = MissingDependency(exc.name or "flask-socketio", "socketio", "taskevents demo")
+            print(missing, file=sys.stderr)
+            return 1
     if args.task_seconds <= 0:
         print("--task-seconds: expected a number of seconds > 0", file=sys.stderr)
         return 2
@@ -45,17 +58,36 @@ def _demo(args: argparse.Namespace) -> int:
     from taskevents.exceptions import ValidationError
 
     try:
-        app, socketio = create_app(
-            task_seconds=args.task_seconds,
-            async_mode=args.async_mode,
-            allowed_hosts=hosts,
-            redis_url=args.redis_url,
-            redis_prefix=args.redis_prefix,
-        )
+        if asgi:
+            from taskevents.demo_asgi import create_asgi_app
+            from taskevents.demo_asgi import serve as serve_asgi
+
+            run = functools.partial(
+                serve_asgi,
+                create_asgi_app(
+                    task_seconds=args.task_seconds,
+                    allowed_hosts=hosts,
+                    redis_url=args.redis_url,
+                    redis_prefix=args.redis_prefix,
+                ),
+                args.host,
+                args.port,
+            )
+        else:
+            app, socketio = create_app(
+                task_seconds=args.task_seconds,
+                async_mode=args.async_mode,
+                allowed_hosts=hosts,
+                redis_url=args.redis_url,
+                redis_prefix=args.redis_prefix,
+            )
+            run = functools.partial(serve, app, socketio, args.host, args.port)
     except ValidationError as exc:
         option = {
             "TASKEVENTS_REDIS_URL": "--redis-url",
             "TASKEVENTS_REDIS_PREFIX": "--redis-prefix",
+            "redis_url": "--redis-url",
+            "redis_prefix": "--redis-prefix",
         }
         name = option.get(exc.field, exc.field)
         print(f"{name}: expected {exc.expected}, got {exc.got!r}", file=sys.stderr)
@@ -64,7 +96,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     except StoreUnavailable as exc:
-        text = str(exc).removeprefix("TASKEVENTS_REDIS_URL: ")
+        text = str(exc).removeprefix("TASKEVENTS_REDIS_URL: ").removeprefix("redis_url: ")
         print(f"taskevents demo: --redis-url: {text}", file=sys.stderr)
         return 1
     shown = f"[{args.host}]" if ":" in args.host else args.host
@@ -84,7 +116,7 @@ def _demo(args: argparse.Namespace) -> int:
         )
 
     try:
-        serve(app, socketio, args.host, args.port, ready=ready)
+        run(ready=ready)
     except OSError as exc:
         print(f"cannot listen on {shown}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -270,9 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument(
         "--async-mode",
-        choices=["threading", "gevent"],
+        choices=["threading", "gevent", "asgi"],
         default="threading",
-        help="Flask-SocketIO async mode (default: %(default)s)",
+        help="Flask-SocketIO async mode (default: %(default)s), or asgi: python-socketio's "
+        "AsyncServer under uvicorn, without Flask (needs taskevents[asgi])",
     )
     demo.add_argument(
         "--allowed-host",

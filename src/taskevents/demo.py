@@ -15,20 +15,34 @@ Socket.IO included. Against cross-site requests, the task endpoint refuses an
 
 from __future__ import annotations
 
-import json
-import random
-import re
 import signal
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import flask
 from werkzeug.serving import WSGIRequestHandler
 
-from taskevents._checks import MAX_SUBJECT_LENGTH, is_valid_name
-from taskevents._hosts import AllowedHosts, HostCheck, same_origin
-from taskevents.adapters.socketio.protocol import BadRequest, describe
+from taskevents._demo_common import (
+    DEMO_CONFIGS,
+    MAX_BODY,
+    SIMULATE_EVENTS,
+    SIMULATED_RESULT,  # noqa: F401 - still taskevents.demo.SIMULATED_RESULT
+    STAGES,  # noqa: F401 - still taskevents.demo.STAGES
+    HeldTasks,
+    Refused,
+    accepted,
+    busy,
+    check_config,
+    check_content_type,
+    check_origin,
+    parse_body,
+    simulate_complete,
+    simulate_start,
+    simulated_run,
+    task_options,
+)
+from taskevents._hosts import AllowedHosts, HostCheck
+from taskevents.adapters.socketio.protocol import BadRequest
 from taskevents.emitter import Emitter
 from taskevents.events import TaskEvent
 from taskevents.exceptions import SubjectBusy
@@ -37,47 +51,18 @@ from taskevents.flask.api import json_errors_under
 
 __all__ = ["DEMO_CONFIGS", "SIMULATE_EVENTS", "SimulatedTaskManager", "create_app", "serve"]
 
-#: The simulated configs, with the metadata the original kept for each (under its
-#: original name, which the status object's ``aws_current_region`` is read from).
-DEMO_CONFIGS: dict[str, dict[str, Any]] = {
-    "aws01": {"aws_current_region": "eu-west-1"},
-    "aws02": {"aws_current_region": "us-east-1"},
-    "aws03": {"aws_current_region": "ap-southeast-2"},
-}
-
-STAGES: Sequence[tuple[int, str, str]] = (
-    (10, "preparation", "Allocating a new Elastic IP..."),
-    (30, "execution", "Stopping the instance..."),
-    (55, "execution", "Changing IP address..."),
-    (80, "verification", "Checking the new address answers..."),
-    (100, "verification", "Releasing the old address..."),
-)
-
-#: The client events the original test server took, and the demo takes too.
-SIMULATE_EVENTS = ("simulate_task_start", "simulate_task_complete")
-#: What ``simulate_task_complete`` completes a task with: the original's result.
-SIMULATED_RESULT = {"status": "success", "data": "Simulated task result"}
-#: The largest request body the demo reads (its bodies are a few dozen bytes).
-MAX_BODY = 16 * 1024
-
-_TASK_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
-_TASK_TYPE_RULE = "a string of lowercase letters, digits and _ (at most 64)"
-_EXAMPLE_BODY = '{"task_type": "change_ip"}'
-
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 
-class SimulatedTaskManager:
+class SimulatedTaskManager(HeldTasks):
     """Stands in for the original TaskManager: runs fake tasks that only call the
     emitter, each in a background task of the Socket.IO server's async mode."""
 
     def __init__(self, emitter: Emitter, socketio: Any, *, task_seconds: float = 5.0) -> None:
-        self.emitter = emitter
+        super().__init__(emitter)
         self.socketio = socketio
         self.task_seconds = task_seconds
-        self._held: dict[str, str] = {}  # config_name -> id of a task begin() started
-        self._held_lock = threading.Lock()
 
     def start(
         self, config_name: str, task_type: str = "change_ip", *, fail: bool = False
@@ -88,45 +73,9 @@ class SimulatedTaskManager:
         self.socketio.start_background_task(self._run, config_name, started.task_id, fail)
         return started
 
-    def begin(self, config_name: str, task_type: str = "change_ip") -> TaskEvent:
-        """Start a task that runs until :meth:`end` ends it, as the original test
-        server's ``simulate_task_start`` did; raises :class:`~taskevents.SubjectBusy`
-        if one is running."""
-        with self._held_lock:
-            started = self.emitter.started(config_name, task_type)
-            self._held[config_name] = started.task_id
-        return started
-
-    def end(self, config_name: str, *, success: bool = True) -> TaskEvent | None:
-        """End the task :meth:`begin` started on ``config_name``: completed with
-        :data:`SIMULATED_RESULT`, or failed. None if there is no such task."""
-        with self._held_lock:
-            task_id = self._held.pop(config_name, None)
-        if task_id is None:
-            return None
-        if success:
-            return self.emitter.completed(config_name, dict(SIMULATED_RESULT), task_id=task_id)
-        return self.emitter.failed(
-            config_name, RuntimeError("the simulated task failed"), task_id=task_id
-        )
-
     def _run(self, config_name: str, task_id: str, fail: bool) -> None:
-        pause = self.task_seconds / (len(STAGES) + 1)
-        for percent, stage, message in STAGES:
+        for pause in simulated_run(self.emitter, config_name, task_id, fail, self.task_seconds):
             self.socketio.sleep(pause)
-            self.emitter.progress(config_name, percent, stage, message, task_id=task_id)
-            if fail and percent >= 55:
-                self.emitter.failed(
-                    config_name,
-                    RuntimeError("the instance refused the new address"),
-                    task_id=task_id,
-                )
-                return
-        self.socketio.sleep(pause)
-        address = f"203.0.113.{random.randint(1, 254)}"  # TEST-NET-3: documentation only
-        self.emitter.completed(
-            config_name, {"status": "success", "data": {"ip": address}}, task_id=task_id
-        )
 
 
 def create_app(
@@ -190,185 +139,28 @@ def create_app(
     @app.post("/api/tasks/<config_name>")
     def start_task(config_name: str) -> tuple[flask.Response, int] | flask.Response:
         request = flask.request
-        origin = request.headers.get("Origin")
-        if origin is not None and not same_origin(
-            origin, request.scheme, request.headers.get("Host", "")
-        ):
-            return json_error(
-                403,
-                f"cross-origin request from {origin!r} refused: tasks start only from "
-                "this server's own pages, or from clients that send no Origin (curl)",
-                origin=origin,
-            )
-        if config_name not in DEMO_CONFIGS:
-            return json_error(404, f"unknown config_name {config_name!r}", config_name=config_name)
-        body = _json_object_body()
-        if isinstance(body, flask.Response):
-            return body
-        unknown = sorted(set(body) - {"task_type", "fail"})
-        if unknown:
-            return json_error(
-                400,
-                f"unknown field {unknown[0][:64]!r}; expected task_type and optionally fail",
-                field=unknown[0][:64],
-            )
-        if "task_type" not in body:
-            return json_error(
-                400, f"missing field 'task_type'; e.g. {_EXAMPLE_BODY}", field="task_type"
-            )
-        task_type = body["task_type"]
-        if not isinstance(task_type, str) or not _TASK_TYPE.match(task_type):
-            return json_error(
-                400,
-                f'task_type must be {_TASK_TYPE_RULE}, e.g. "change_ip"',
-                field="task_type",
-            )
-        fail = body.get("fail", False)
-        if not isinstance(fail, bool):
-            return json_error(400, "fail must be true or false", field="fail")
         try:
-            started = manager.start(config_name, task_type, fail=fail)
-        except SubjectBusy as busy:
-            return json_error(
-                409,
-                f"{config_name} is busy with a {busy.running_task_type} task; "
-                "try again when it has finished",
-                config_name=config_name,
-                task_id=busy.running_task_id,
+            check_origin(
+                request.headers.get("Origin"), request.scheme, request.headers.get("Host", "")
             )
-        payload = {
-            "task_id": started.task_id,
-            "config_name": config_name,
-            "task_type": task_type,
-            "status": "busy",
-            "seq": started.seq,
-        }
-        return flask.jsonify(payload), 202
+            check_config(config_name)
+            check_content_type(request.mimetype, request.is_json)
+            raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH: a 413 (in JSON)
+            task_type, fail = task_options(parse_body(raw))
+            try:
+                started = manager.start(config_name, task_type, fail=fail)
+            except SubjectBusy as error:
+                raise busy(config_name, error) from None
+        except Refused as refused:
+            return json_error(refused.status, refused.message, **refused.details)
+        return flask.jsonify(accepted(started)), 202
 
     adapter = state.socketio_adapter
     _register_simulation(socketio, manager, adapter, adapter.namespace)
     return app, socketio
 
 
-def _json_object_body() -> dict[str, Any] | flask.Response:
-    """The request's body, a JSON object; or the 4xx response that says what is wrong.
-
-    A body without ``Content-Type`` is read as JSON (curl's ``--data-raw`` without
-    ``-H``, scripts); one declared as something else (a form, text) is refused with
-    415, since a browser can send those cross-site without asking first.
-    """
-    request = flask.request
-    if request.mimetype and not request.is_json:
-        return json_error(
-            415,
-            f"the body must be JSON, sent with Content-Type: application/json (got "
-            f"{request.mimetype[:64]!r}); e.g. {_EXAMPLE_BODY}",
-            expected="application/json",
-        )
-    raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH: a 413 (in JSON)
-    if not raw.strip():
-        return json_error(400, f"the body is empty; send a JSON object such as {_EXAMPLE_BODY}")
-    try:
-        body = json.loads(raw)
-    except ValueError:  # not JSON, or not UTF-8/16/32
-        return json_error(
-            400, f"the body is not valid JSON; send a JSON object such as {_EXAMPLE_BODY}"
-        )
-    if not isinstance(body, dict):
-        return json_error(
-            400, f"the body must be a JSON object such as {_EXAMPLE_BODY}, got {describe(body)}"
-        )
-    return body
-
-
 # -- the original test server's simulate events ---------------------------------------
-
-
-def _simulate_fields(event: str, args: tuple[Any, ...], optional: str) -> dict[str, Any]:
-    """A simulate event's payload: one object with ``config_name`` (a demo config) and,
-    optionally, ``optional``; :class:`BadRequest` names what is wrong, as the protocol
-    does."""
-    if len(args) > 1:
-        raise BadRequest(event, f"{event} takes one argument, an object; got {len(args)}")
-    payload = args[0] if args else None
-    if payload is None:
-        raise BadRequest(event, f"{event} needs an object with 'config_name'", field="config_name")
-    if not isinstance(payload, dict):
-        raise BadRequest(
-            event, f"{event} expects an object, got {describe(payload)}", expected="an object"
-        )
-    expected = f"config_name, {optional}"
-    unknown = sorted(str(key) for key in payload if key not in ("config_name", optional))
-    if unknown:
-        raise BadRequest(
-            event,
-            f"{event}: unknown field {unknown[0][:64]!r}; expected {expected}",
-            field=unknown[0][:64],
-            expected=expected,
-        )
-    if "config_name" not in payload:
-        raise BadRequest(event, f"{event}: missing field 'config_name'", field="config_name")
-    name = payload["config_name"]
-    if not isinstance(name, str) or not is_valid_name(name, MAX_SUBJECT_LENGTH):
-        raise BadRequest(
-            event,
-            f"{event}: config_name must be one of {', '.join(DEMO_CONFIGS)}",
-            field="config_name",
-            expected="the name of a registered config",
-        )
-    if name not in DEMO_CONFIGS:
-        raise BadRequest(
-            event,
-            f"{event}: unknown config_name {name!r}",
-            field="config_name",
-            expected="the name of a registered config",
-            config_name=name,
-        )
-    return payload
-
-
-def _simulate_start(manager: SimulatedTaskManager, args: tuple[Any, ...]) -> None:
-    event = "simulate_task_start"
-    payload = _simulate_fields(event, args, "task_type")
-    name = payload["config_name"]
-    task_type = payload.get("task_type", "change_ip")
-    if not isinstance(task_type, str) or not _TASK_TYPE.match(task_type):
-        raise BadRequest(
-            event,
-            f"{event}: task_type must be {_TASK_TYPE_RULE}",
-            field="task_type",
-            expected=_TASK_TYPE_RULE,
-        )
-    try:
-        manager.begin(name, task_type)
-    except SubjectBusy as busy:
-        raise BadRequest(
-            event,
-            f"{event}: {name} is busy with a {busy.running_task_type} task",
-            field="config_name",
-            config_name=name,
-        ) from None
-
-
-def _simulate_complete(manager: SimulatedTaskManager, args: tuple[Any, ...]) -> None:
-    event = "simulate_task_complete"
-    payload = _simulate_fields(event, args, "result")
-    name = payload["config_name"]
-    result = payload.get("result", "success")
-    if result not in ("success", "failed"):
-        raise BadRequest(
-            event,
-            f'{event}: result must be "success" or "failed", got {describe(result)}',
-            field="result",
-            expected='"success" or "failed"',
-        )
-    if manager.end(name, success=result == "success") is None:
-        raise BadRequest(
-            event,
-            f"{event}: no task started with simulate_task_start runs on {name}",
-            field="config_name",
-            config_name=name,
-        )
 
 
 def _register_simulation(
@@ -381,8 +173,8 @@ def _register_simulation(
     none, so these two win over it.
     """
     handlers: dict[str, Callable[[SimulatedTaskManager, tuple[Any, ...]], None]] = {
-        "simulate_task_start": _simulate_start,
-        "simulate_task_complete": _simulate_complete,
+        "simulate_task_start": simulate_start,
+        "simulate_task_complete": simulate_complete,
     }
 
     def bind(name: str) -> Callable[..., None]:

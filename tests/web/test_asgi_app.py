@@ -80,8 +80,11 @@ def test_rest_endpoints_answer_as_the_flask_ones(made: list[Any]) -> None:
     }
     status, headers, body = get(server, "/api/tasks", method="POST")
     assert status == 405
-    assert headers["allow"] == "GET"
+    assert headers["allow"] == "GET, HEAD"
     assert "POST is not allowed" in json.loads(body)["error"]["message"]
+    status, headers, body = get(server, "/api/tasks/aws01", method="HEAD")
+    assert (status, body) == (200, b"")
+    assert int(headers["content-length"]) > 0
     status, _, body = get(server, "/nothing-here")
     assert status == 404
 
