@@ -27,7 +27,6 @@ Requires ``pip install 'taskevents[asgi]'``.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import math
@@ -46,7 +45,6 @@ from taskevents.adapters.socketio.protocol import (
     Authorize,
     budget_key,
     client_address,
-    resolve_identity,
     snapshot_payload,
     timestamp,
 )
@@ -242,9 +240,11 @@ class TaskEvents:
     :param authenticate: ``authenticate(environ, auth) -> identity``, on Socket.IO
         connect (``auth`` is what the client sent) and on REST calls (``auth`` is
         ``{"token": ...}`` from an ``Authorization: Bearer`` header, else None); it may
-        be an ``async def`` function. ``environ`` is WSGI-like: ``HTTP_*`` headers,
-        ``REMOTE_ADDR``, and the ASGI scope as ``environ["asgi.scope"]``. Returning
-        None or False, or raising, refuses. Default: everyone.
+        be an ``async def`` function; a plain one runs in a worker thread, and either
+        must answer within 10 s (``adapter.authenticate_timeout``). ``environ`` is
+        WSGI-like: ``HTTP_*`` headers, ``REMOTE_ADDR``, and the ASGI scope as
+        ``environ["asgi.scope"]``. Returning None or False, or raising, refuses.
+        Default: everyone.
     :param authorize: ``authorize(identity, subject) -> bool``, called on the event loop
         (keep it quick). Default: everything.
     :param cors_allowed_origins: the origins whose pages may connect to Socket.IO;
@@ -658,14 +658,7 @@ class TaskEvents:
         header = _header(scope, b"authorization") or ""
         scheme, _, token = header.partition(" ")
         auth = {"token": token.strip()} if scheme.lower() == "bearer" and token.strip() else None
-        try:
-            result = self.authenticate(_environ(scope), auth)
-            if inspect.isawaitable(result):
-                result = await result
-            accepted, identity, _ = resolve_identity(result)
-        except Exception as exc:
-            self.adapter._report_hook(exc, "in the authenticate hook")
-            return False, None
+        accepted, identity, _ = await self.adapter.authenticated(_environ(scope), auth)
         return accepted, identity
 
     async def _api(self, rest: str, scope: Scope, send: Send) -> None:

@@ -432,6 +432,8 @@ def serve(
         # with an HTTP answer (a foreign Host); wsproto's does not. python-engineio
         # brings wsproto (through simple-websocket).
         ws="wsproto" if importlib.util.find_spec("wsproto") is not None else "auto",
+        # Engine.IO refuses a bigger message only once uvicorn has read it whole.
+        ws_max_size=app.tasks.sio.eio.max_http_buffer_size,
     )
 
     class Server(uvicorn.Server):  # type: ignore[misc,name-defined]

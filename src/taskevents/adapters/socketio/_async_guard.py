@@ -4,6 +4,15 @@
 * A checking packet class and an (async) wrapper of the Engine.IO ``message``
   handler: a Socket.IO packet that does not decode, or is not one a client may send,
   closes that connection with one rate-limited log line, never a traceback.
+* A wrapper of the Engine.IO websocket class: an Engine.IO frame that would make
+  Engine.IO fail (empty, an unknown packet type, invalid base64) or one over
+  ``max_http_buffer_size`` closes the session with one log line, instead of a
+  traceback from the ASGI server for every such frame.
+* A check of long-polling POST bodies before Engine.IO reads them: a body over
+  ``max_http_buffer_size`` gets HTTP 413, a malformed one (or one for a session
+  closed meanwhile) HTTP 400, and the session is closed at once. (Engine.IO's own
+  refusal waits for the client's next poll, for ever if it never polls: a request
+  that was never answered, and its memory, for each such POST.)
 * The logging filter of :mod:`._frames` on the ``engineio.server`` and
   ``socketio.server`` loggers, as the last line of defence.
 * A backlog check, a task on the server's event loop: a client whose Engine.IO queue
@@ -11,9 +20,11 @@
   row, not fewer at the second, or four times a limit at once, stopped reading; its
   session is closed without waiting for the queue, and the queue is let go of.
 
-Engine.IO's asyncio server reads whole websocket messages and long-polling bodies
-through the ASGI server, which enforces ``max_http_buffer_size`` itself, so there is
-no counterpart of the WSGI websocket and POST checks here.
+What ASGI cannot do: refuse a websocket message while it arrives (the ASGI server
+buffers it whole first, up to its own limit: uvicorn's ``ws_max_size``, 16 MiB by
+default, so set it to ``max_http_buffer_size``), or abort a TCP connection whose
+client stopped reading (a dropped session's connection ends when the ASGI server's
+websocket ping times out).
 """
 
 from __future__ import annotations
@@ -21,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import urllib.parse
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +42,9 @@ from ._frames import (
     SERVER_LOGGERS,
     RateLimitedLog,
     _checking_packet_class,
+    _engineio_cause,
     _OneLineFilter,
+    _payload_cause,
     _Refused,
     _socketio_text_cause,
     one_line,
@@ -73,6 +88,21 @@ async def close_session(sock: Any, *, abort: bool = True) -> None:
             del sockets[sid]
 
 
+async def _answer(send: Any, status: int, message: str) -> None:
+    body = message.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class AsyncGuard:
     """Guards one ``AsyncServer``: frames, log records and backlogs (see the module).
     :meth:`install` when created; :meth:`start` on the server's loop; :meth:`uninstall`
@@ -101,6 +131,11 @@ class AsyncGuard:
         self._packet_class: type | None = None
         self._check_text = False
         self._task: asyncio.Task[None] | None = None
+        self._original_async: dict[str, Any] | None = None
+        self._websockets: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._async: dict[str, Any] | None = None
+        self._had_handle_request = False
+        self._original_handle_request: Callable[..., Any] | None = None
         self._over: dict[str, float] = {}
         self._closing: set[Any] = set()
 
@@ -122,6 +157,14 @@ class AsyncGuard:
             self._check_text = issubclass(base, socketio.packet.Packet) and bool(
                 getattr(base, "uses_binary_events", False)
             )
+        async_ = getattr(eio, "_async", None)
+        if isinstance(async_, dict) and isinstance(async_.get("websocket"), type):
+            self._original_async = async_
+            self._async = {**async_, "websocket": self._websocket_class(async_["websocket"])}
+            eio._async = self._async
+        self._had_handle_request = "handle_request" in vars(eio)
+        self._original_handle_request = eio.handle_request
+        eio.handle_request = self._handle_request
         loggers = [logging.getLogger(name) for name in SERVER_LOGGERS]
         for candidate in (getattr(sio, "logger", None), getattr(eio, "logger", None)):
             if isinstance(candidate, logging.Logger) and candidate not in loggers:
@@ -137,6 +180,13 @@ class AsyncGuard:
             eio.handlers["message"] = self._original_message
         if self._packet_class is not None and sio.packet_class is self._packet_class:
             sio.packet_class = self._original_packet_class
+        if self._async is not None and getattr(eio, "_async", None) is self._async:
+            eio._async = self._original_async
+        if vars(eio).get("handle_request") == self._handle_request:
+            if self._had_handle_request:
+                eio.handle_request = self._original_handle_request
+            else:
+                del eio.handle_request
         for log in self._loggers:
             log.removeFilter(self._filter)
         self._loggers = []
@@ -201,6 +251,125 @@ class AsyncGuard:
             await self.refuse(eio_sid, f"error handling it ({type(exc).__name__})")
         return None
 
+    def _websocket_class(self, base: type) -> type:
+        guard = self
+
+        class GuardedWebSocket(base):  # type: ignore[misc]
+            """Engine.IO's ASGI websocket, whose frames are checked as they arrive."""
+
+            def __init__(self, handler: Any, server: Any, *args: Any, **kwargs: Any) -> None:
+                super().__init__(handler, server, *args, **kwargs)
+                self._eio_socket = getattr(handler, "__self__", None)
+                self._writer: asyncio.Task[Any] | None = None
+                self._dropped = False
+                if self._eio_socket is not None:
+                    guard._websockets[self._eio_socket] = self
+
+            async def send(self, message: Any) -> None:
+                # Engine.IO's writer task sends; a dropped client's writer, stuck in a
+                # send to a client that stopped reading, is cancelled (see drop).
+                self._writer = asyncio.current_task()
+                await super().send(message)
+
+            async def close(self) -> None:
+                if not self._dropped:  # a dropped client's close frame would wait too
+                    await super().close()
+
+            def drop(self) -> None:
+                self._dropped = True
+                writer = self._writer
+                if writer is not None and not writer.done():
+                    writer.cancel()
+
+            async def wait(self) -> Any:
+                data = await super().wait()
+                limit = guard.eio.max_http_buffer_size
+                if isinstance(data, (str, bytes)) and len(data) > limit:
+                    cause = "message over max_http_buffer_size"
+                else:
+                    cause = _engineio_cause(data)
+                if not cause:
+                    return data
+                sock = self._eio_socket
+                guard.report("refused a frame", cause, getattr(sock, "sid", None))
+                if sock is not None:
+                    await close_session(sock)
+                return None  # to Engine.IO: the client has gone
+
+        return GuardedWebSocket
+
+    async def _handle_request(self, scope: Any, receive: Any, send: Any) -> Any:
+        """Check a long-polling POST before Engine.IO reads it (see the module)."""
+        original = self._original_handle_request
+        assert original is not None
+        if not (
+            isinstance(scope, dict)
+            and scope.get("type") == "http"
+            and scope.get("method") == "POST"
+        ):
+            return await original(scope, receive, send)
+        query = urllib.parse.parse_qs(bytes(scope.get("query_string") or b"").decode("latin-1"))
+        sids = query.get("sid")
+        sock = self.eio.sockets.get(sids[0]) if sids else None
+        if sock is not None and sock.closed:
+            # closed (by the client, or a ping timeout) and not forgotten yet: Engine.IO's
+            # own answer would be a 500 and a traceback
+            await close_session(sock)
+            return await _answer(send, 400, "Invalid session")
+        if sock is None or not sock.connected or sock.upgraded:
+            return await original(scope, receive, send)
+        limit = self.eio.max_http_buffer_size
+        declared = None
+        for name, value in scope.get("headers") or ():
+            if bytes(name).lower() == b"content-length":
+                try:
+                    declared = int(bytes(value))
+                except ValueError:
+                    declared = -1
+        if declared is not None and declared < 0:
+            return await self._refuse_post(send, sock, "invalid Content-Length", 400)
+        if declared is not None and declared > limit:
+            return await self._refuse_post(
+                send, sock, "payload over max_http_buffer_size", 413, f"{declared} bytes"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message.get("type") != "http.request":
+                return None  # the client went away
+            chunk = bytes(message.get("body") or b"")
+            size += len(chunk)
+            if size > limit:
+                return await self._refuse_post(
+                    send, sock, "payload over max_http_buffer_size", 413, f"over {limit} bytes"
+                )
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        cause = _payload_cause(body)
+        if cause:
+            return await self._refuse_post(send, sock, cause, 400)
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await original(scope, replay, send)
+
+    async def _refuse_post(
+        self, send: Any, sock: Any, cause: str, status: int, detail: str = ""
+    ) -> None:
+        self.report("refused a long-polling request", cause, sock.sid, detail)
+        await close_session(sock)
+        message = "Payload too large" if status == 413 else "Bad Request"
+        await _answer(send, status, message)
+
     # -- backlogs ------------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -250,6 +419,9 @@ class AsyncGuard:
     async def drop(self, sock: Any, backlog: int, nbytes: int) -> None:
         client = self.client_of(sock.sid)
         await close_session(sock)
+        ws = self._websockets.get(sock)
+        if ws is not None:
+            ws.drop()
         self.dropped += 1
         waiting = f"{backlog} packets" + (f" ({nbytes} bytes)" if nbytes else "")
         self.limiter.log(

@@ -137,7 +137,10 @@ class AsyncSocketIOAdapter(_Rooms, AsyncAdapter):
 
     :param server: a ``socketio.AsyncServer``.
     :param authenticate: as for ``SocketIOAdapter``; here it may also be an ``async
-        def`` function, which is awaited.
+        def`` function, which is awaited. A plain function runs in a worker thread, so
+        that a slow one (a database, an HTTP call) does not hold up the loop; either
+        must answer within :attr:`authenticate_timeout` seconds (10), else the client
+        is refused.
 
     The other parameters are ``SocketIOAdapter``'s. The adapter binds itself to the
     server's event loop when the first client connects (or when :meth:`connect` or
@@ -186,6 +189,8 @@ class AsyncSocketIOAdapter(_Rooms, AsyncAdapter):
         )
         # Sends that must be awaited (see _send_now), one after another, in order.
         self._chain: asyncio.Future[None] | None = None
+        #: Seconds the ``authenticate`` hook may take before the client is refused.
+        self.authenticate_timeout = 10.0
 
     # -- the server ----------------------------------------------------------------------
 
@@ -392,16 +397,36 @@ class AsyncSocketIOAdapter(_Rooms, AsyncAdapter):
             return None
         outcome: tuple[bool, Any, float | None] = (True, None, None)
         if self.authenticate is not None:
-            try:
-                result = self.authenticate(environ, auth)
-                if inspect.isawaitable(result):
-                    result = await result
-                outcome = resolve_identity(result)
-            except Exception as exc:
-                self._report_hook(exc, "in the authenticate hook")
-                outcome = (False, None, None)
+            outcome = await self.authenticated(environ, auth)
         self._admit(sid, environ, outcome)
         return None
+
+    async def authenticated(self, environ: Any, auth: Any) -> tuple[bool, Any, float | None]:
+        """Run the ``authenticate`` hook without blocking the loop: an ``async def``
+        hook is awaited, a plain one runs in a worker thread (it may do I/O); either is
+        given :attr:`authenticate_timeout` seconds, then the client is refused. Returns
+        ``(accepted, identity, seconds_left)``."""
+        hook = self.authenticate
+        if hook is None:
+            return True, None, None
+        timeout = self.authenticate_timeout
+        try:
+            if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(
+                getattr(hook, "__call__", None)  # noqa: B004 - an object with async __call__
+            ):
+                result = await asyncio.wait_for(hook(environ, auth), timeout)
+            else:
+                result = await asyncio.wait_for(asyncio.to_thread(hook, environ, auth), timeout)
+                if inspect.isawaitable(result):
+                    result = await asyncio.wait_for(result, timeout)
+            return resolve_identity(result)
+        except asyncio.TimeoutError:
+            self._report_hook(
+                TimeoutError(f"no answer in {timeout:g} s"), "in the authenticate hook"
+            )
+        except Exception as exc:
+            self._report_hook(exc, "in the authenticate hook")
+        return False, None, None
 
     async def _guard_reserved(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> Any:
         # As SocketIOAdapter._guard_reserved: an event called "connect" or "disconnect"
