@@ -39,6 +39,7 @@ from typing import Any
 
 from ._backlog import DROP_AT_ONCE
 from ._frames import (
+    POLICY_VIOLATION,
     SERVER_LOGGERS,
     RateLimitedLog,
     _checking_packet_class,
@@ -53,6 +54,9 @@ from .protocol import client_address
 
 __all__ = ["AsyncGuard"]
 
+#: Websocket close code (RFC 6455): a message too big to process.
+MESSAGE_TOO_BIG = 1009
+
 logger = logging.getLogger("taskevents")
 
 
@@ -62,8 +66,9 @@ def _queued(queue: Any) -> list[Any]:
 
 
 async def close_session(sock: Any, *, abort: bool = True) -> None:
-    """Close an Engine.IO asyncio socket without waiting for its queue to drain, let go
-    of that queue, and forget the session."""
+    """Close an Engine.IO asyncio socket without waiting for its queue to drain, and
+    forget the session. With ``abort``, what waits in its queue is let go of; without,
+    the client is sent what was queued and an Engine.IO CLOSE packet first."""
     server = sock.server
     reason = getattr(getattr(server, "reason", None), "SERVER_DISCONNECT", None)
     with contextlib.suppress(Exception):
@@ -73,7 +78,7 @@ async def close_session(sock: Any, *, abort: bool = True) -> None:
             await sock.close(wait=False, abort=abort)
     queue = getattr(sock, "queue", None)
     if queue is not None:
-        while True:
+        while abort:
             try:
                 queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -223,10 +228,15 @@ class AsyncGuard:
         )
 
     async def refuse(self, eio_sid: str, cause: str, detail: str = "") -> None:
+        """A Socket.IO-level refusal: log, then close: the client is sent an Engine.IO
+        CLOSE packet, and its websocket ends with close code 1008."""
         self.report("refused a frame", cause, eio_sid, detail)
         sock = self.eio.sockets.get(eio_sid)
         if sock is not None:
-            await close_session(sock)
+            ws = self._websockets.get(sock)
+            if ws is not None:
+                ws.close_code = POLICY_VIOLATION
+            await close_session(sock, abort=False)
 
     async def _on_message(self, eio_sid: str, data: Any) -> Any:
         sock = self.eio.sockets.get(eio_sid)
@@ -261,9 +271,16 @@ class AsyncGuard:
                 super().__init__(handler, server, *args, **kwargs)
                 self._eio_socket = getattr(handler, "__self__", None)
                 self._writer: asyncio.Task[Any] | None = None
+                self._app_task: asyncio.Task[Any] | None = None
                 self._dropped = False
+                #: The websocket close code the connection ends with.
+                self.close_code = 1000
                 if self._eio_socket is not None:
                     guard._websockets[self._eio_socket] = self
+
+            async def __call__(self, environ: Any) -> Any:
+                self._app_task = asyncio.current_task()
+                return await super().__call__(environ)
 
             async def send(self, message: Any) -> None:
                 # Engine.IO's writer task sends; a dropped client's writer, stuck in a
@@ -272,14 +289,16 @@ class AsyncGuard:
                 await super().send(message)
 
             async def close(self) -> None:
-                if not self._dropped:  # a dropped client's close frame would wait too
-                    await super().close()
+                if self._dropped:  # a dropped client's close frame would wait too
+                    return
+                with contextlib.suppress(Exception):  # closed already
+                    await self.asgi_send({"type": "websocket.close", "code": self.close_code})
 
             def drop(self) -> None:
                 self._dropped = True
-                writer = self._writer
-                if writer is not None and not writer.done():
-                    writer.cancel()
+                for task in (self._writer, self._app_task):
+                    if task is not None and not task.done():
+                        task.cancel()
 
             async def wait(self) -> Any:
                 data = await super().wait()
@@ -292,8 +311,11 @@ class AsyncGuard:
                     return data
                 sock = self._eio_socket
                 guard.report("refused a frame", cause, getattr(sock, "sid", None))
+                self.close_code = (
+                    MESSAGE_TOO_BIG if cause.startswith("message over") else (POLICY_VIOLATION)
+                )
                 if sock is not None:
-                    await close_session(sock)
+                    await close_session(sock, abort=False)
                 return None  # to Engine.IO: the client has gone
 
         return GuardedWebSocket

@@ -398,7 +398,11 @@ class AsyncSocketIOAdapter(_Rooms, AsyncAdapter):
         outcome: tuple[bool, Any, float | None] = (True, None, None)
         if self.authenticate is not None:
             outcome = await self.authenticated(environ, auth)
-        self._admit(sid, environ, outcome)
+        stream = None
+        if outcome[0] and getattr(self.emitter.state, "shared", False):
+            # the store's stream id: a read over the network, not on the loop
+            stream = await asyncio.to_thread(lambda: self.stream_id)
+        self._admit(sid, environ, outcome, stream)
         return None
 
     async def authenticated(self, environ: Any, auth: Any) -> tuple[bool, Any, float | None]:

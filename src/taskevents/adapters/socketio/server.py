@@ -592,14 +592,22 @@ class _Rooms(_QueuedAdapter):
             return False
         return True
 
-    def _admit(self, sid: str, environ: Any, outcome: tuple[bool, Any, float | None]) -> None:
+    def _admit(
+        self,
+        sid: str,
+        environ: Any,
+        outcome: tuple[bool, Any, float | None],
+        stream: str | None = None,
+    ) -> None:
         """Admit a new connection with what ``authenticate`` said (``accepted,
-        identity, seconds_left``), or refuse it."""
+        identity, seconds_left``), or refuse it. ``stream``: the stream id, if the
+        caller has read it already."""
         accepted, identity, seconds_left = outcome
         if not accepted:
             socketio = require("socketio", extra="socketio", needed_by=type(self).__name__)
             raise socketio.exceptions.ConnectionRefusedError("authentication failed")
-        self._stream = self.stream_id  # read afresh: what connection_status carries
+        # read afresh: what connection_status carries
+        self._stream = self.stream_id if stream is None else stream
         client = _Client(
             identity,
             TokenBucket(self.subscribe_burst, self.subscribe_rate),
