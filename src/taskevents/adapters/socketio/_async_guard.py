@@ -20,11 +20,12 @@
   row, not fewer at the second, or four times a limit at once, stopped reading; its
   session is closed without waiting for the queue, and the queue is let go of.
 
-What ASGI cannot do: refuse a websocket message while it arrives (the ASGI server
-buffers it whole first, up to its own limit: uvicorn's ``ws_max_size``, 16 MiB by
-default, so set it to ``max_http_buffer_size``), or abort a TCP connection whose
-client stopped reading (a dropped session's connection ends when the ASGI server's
-websocket ping times out).
+A dropped client's websocket writer (stuck in a send to a client that does not read)
+and the ASGI task serving its websocket are cancelled, so that the ASGI server closes
+the connection. What ASGI cannot do: refuse a websocket message while it arrives (the
+ASGI server buffers it whole first, up to its own limit: uvicorn's ``ws_max_size``,
+16 MiB by default, so set it to ``max_http_buffer_size``), or abort a TCP connection
+outright (what the kernel buffered for it is the ASGI server's to let go of).
 """
 
 from __future__ import annotations

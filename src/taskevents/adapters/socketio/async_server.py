@@ -139,7 +139,7 @@ class AsyncSocketIOAdapter(_Rooms, AsyncAdapter):
     :param authenticate: as for ``SocketIOAdapter``; here it may also be an ``async
         def`` function, which is awaited. A plain function runs in a worker thread, so
         that a slow one (a database, an HTTP call) does not hold up the loop; either
-        must answer within :attr:`authenticate_timeout` seconds (10), else the client
+        must answer within ``authenticate_timeout`` seconds (10), else the client
         is refused.
 
     The other parameters are ``SocketIOAdapter``'s. The adapter binds itself to the
@@ -408,7 +408,7 @@ class AsyncSocketIOAdapter(_Rooms, AsyncAdapter):
     async def authenticated(self, environ: Any, auth: Any) -> tuple[bool, Any, float | None]:
         """Run the ``authenticate`` hook without blocking the loop: an ``async def``
         hook is awaited, a plain one runs in a worker thread (it may do I/O); either is
-        given :attr:`authenticate_timeout` seconds, then the client is refused. Returns
+        given ``authenticate_timeout`` seconds, then the client is refused. Returns
         ``(accepted, identity, seconds_left)``."""
         hook = self.authenticate
         if hook is None:
