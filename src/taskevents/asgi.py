@@ -27,6 +27,7 @@ Requires ``pip install 'taskevents[asgi]'``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -55,6 +56,7 @@ from taskevents.exceptions import (
     MissingDependency,
     StoreUnavailable,
     TaskEventsError,
+    UsageError,
     ValidationError,
 )
 
@@ -309,7 +311,13 @@ class TaskEvents:
             if hook is not None and not callable(hook):
                 raise ValidationError(name, "a callable or None", hook)
         if emitter is not None and not isinstance(emitter, Emitter):
-            raise ValidationError("emitter", "a taskevents.Emitter or None", emitter)
+            expected = "a taskevents.Emitter or None"
+            if isinstance(emitter, Mapping):
+                expected += (
+                    " (the options are keyword arguments, e.g. TaskEvents(subjects=[...]), "
+                    "not a config mapping)"
+                )
+            raise ValidationError("emitter", expected, emitter)
         if not isinstance(dashboard, bool):
             raise ValidationError("dashboard", "True or False", dashboard)
         self.dashboard_path = _path_option("dashboard_path", dashboard_path, optional=not dashboard)
@@ -328,7 +336,10 @@ class TaskEvents:
         specs = _adapter_specs(adapters)
         registered = _subjects(subjects)
         if server is not None and not isinstance(server, socketio.AsyncServer):
-            raise ValidationError("server", "a python-socketio AsyncServer or None", server)
+            hint = ""
+            if isinstance(server, socketio.Server) or hasattr(server, "init_app"):
+                hint = " (a socketio.Server or Flask-SocketIO is served by taskevents.flask)"
+            raise ValidationError("server", "a python-socketio AsyncServer or None" + hint, server)
         self.dashboard = dashboard
         self.demo = bool(demo)
         self.namespace = namespace
@@ -469,6 +480,8 @@ class TaskEvents:
             await asyncio.to_thread(release_bridge, bridge)
         adapter = self.adapter
         if adapter.loop is not None and adapter._on_loop():
+            await self._end_sessions()
+        if adapter.loop is not None and adapter._on_loop():
             await adapter.aclose(timeout)
         else:
             await asyncio.to_thread(adapter.close, timeout)
@@ -476,6 +489,14 @@ class TaskEvents:
             await self._close_adapter(other, timeout)
         if self.redis_store is not None:
             self.redis_store.close()
+
+    async def _end_sessions(self) -> None:
+        """End every Engine.IO session: a pending long-poll gets its answer now (else
+        the ASGI server would wait for it at shutdown, up to the ping interval), and a
+        websocket closes."""
+        for session in list(getattr(self.sio.eio, "sockets", {}).values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(session.close(wait=False), timeout=1)
 
     @staticmethod
     async def _close_adapter(adapter: Adapter, timeout: float) -> None:
@@ -486,14 +507,20 @@ class TaskEvents:
             await asyncio.to_thread(adapter.close)
 
     def close(self, timeout: float = 10.0) -> None:
-        """:meth:`aclose`, from a thread other than the event loop's."""
+        """:meth:`aclose`, from a thread other than the event loop's.
+
+        :raises UsageError: on the event loop's own thread, which it would block."""
         if self._closed:
             return
+        adapter = getattr(self, "adapter", None)
+        if adapter is not None and adapter.loop is not None and adapter._on_loop():
+            raise UsageError(
+                "TaskEvents.close() would block its own event loop: await tasks.aclose() instead"
+            )
         self._closed = True
         bridge, self.bridge = self.bridge, None
         if bridge is not None:
             release_bridge(bridge)
-        adapter = getattr(self, "adapter", None)
         if adapter is not None:
             adapter.close(timeout)
         for other in self.adapters:

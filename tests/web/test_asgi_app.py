@@ -319,3 +319,46 @@ def test_close_from_a_thread_is_idempotent_and_stops_the_adapter() -> None:
     assert tasks._closed
     assert threading.active_count() <= before
     assert tasks.adapter._closed
+
+
+def test_an_async_authorize_hook_is_refused_at_once() -> None:
+    async def authorize(identity: Any, subject: str) -> bool:
+        return False
+
+    with pytest.raises(ValidationError, match="not an async def") as caught:
+        TaskEvents(authorize=authorize)  # type: ignore[arg-type]
+    assert caught.value.field == "authorize"
+
+
+def test_an_authorize_hook_that_answers_with_an_awaitable_refuses(made: list[Any]) -> None:
+    async def no(identity: Any, subject: str) -> bool:
+        return False
+
+    # (a type checker catches it; at run time, without one, it must still refuse)
+    tasks = TaskEvents(subjects=["aws01"], authorize=lambda who, what: no(who, what))  # type: ignore[arg-type,return-value]
+    server = serve(made, tasks)
+    assert get(server, "/api/tasks/aws01")[0] == 404  # a coroutine is not a yes
+    assert json.loads(get(server, "/api/tasks")[2])["tasks"] == {}
+    assert tasks.adapter.hook_errors.count >= 1
+
+
+def test_close_on_the_loop_says_to_await_aclose_and_changes_nothing(made: list[Any]) -> None:
+    import asyncio
+
+    tasks = TaskEvents(subjects=["aws01"])
+    server = serve(made, tasks)
+    loop = tasks.adapter.loop
+    assert loop is not None
+
+    async def close_on_the_loop() -> str:
+        try:
+            tasks.close()
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return "closed"
+
+    said = asyncio.run_coroutine_threadsafe(close_on_the_loop(), loop).result(10)
+    assert said.startswith("UsageError: TaskEvents.close() would block its own event loop")
+    assert "await tasks.aclose()" in said
+    assert not tasks._closed
+    assert get(server, "/api/tasks")[0] == 200

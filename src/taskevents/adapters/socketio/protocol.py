@@ -11,6 +11,7 @@ binds it to python-socketio; an asyncio server can bind the same module.
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 import time
@@ -565,7 +566,19 @@ class AccessPolicy:
         if self.authorize is None:
             return True
         try:
-            return bool(self.authorize(identity, subject))
+            answer = self.authorize(identity, subject)
         except Exception as exc:
             self.report(exc, "in the authorize hook")
             return False
+        if inspect.isawaitable(answer):
+            # an async def hook: its coroutine is not an answer (and would let everyone
+            # through as a true value)
+            close = getattr(answer, "close", None)
+            if close is not None:
+                close()
+            self.report(
+                TypeError("authorize returned an awaitable; it must be a plain function"),
+                "in the authorize hook",
+            )
+            return False
+        return bool(answer)

@@ -10,6 +10,7 @@ and authentication and authorisation hooks. It works with a Flask-SocketIO
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 import threading
@@ -290,6 +291,14 @@ class _Rooms(_QueuedAdapter):
         for name, hook in (("authenticate", authenticate), ("authorize", authorize)):
             if hook is not None and not callable(hook):
                 raise ValidationError(name, "a callable or None", hook)
+        if authorize is not None and inspect.iscoroutinefunction(authorize):
+            raise ValidationError(
+                "authorize",
+                "a plain function returning True or False, not an async def one: it is "
+                "asked for every subject a client lists, so look what it needs up in "
+                "authenticate (which may be async) and keep it in the identity",
+                authorize,
+            )
         # An in-process emit rarely fails (a message-queue manager may): retry soon,
         # and never give a lifecycle event up while the adapter is open.
         super().__init__(
