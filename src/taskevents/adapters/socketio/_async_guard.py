@@ -35,23 +35,17 @@ import contextlib
 import logging
 import urllib.parse
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 from ._backlog import DROP_AT_ONCE
 from ._frames import (
     POLICY_VIOLATION,
-    SERVER_LOGGERS,
-    RateLimitedLog,
-    _checking_packet_class,
     _engineio_cause,
-    _OneLineFilter,
+    _Guard,
     _payload_cause,
     _Refused,
     _socketio_text_cause,
-    one_line,
 )
-from .protocol import client_address
 
 __all__ = ["AsyncGuard"]
 
@@ -109,10 +103,12 @@ async def _answer(send: Any, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class AsyncGuard:
+class AsyncGuard(_Guard):
     """Guards one ``AsyncServer``: frames, log records and backlogs (see the module).
     :meth:`install` when created; :meth:`start` on the server's loop; :meth:`uninstall`
     restores everything."""
+
+    who = "AsyncSocketIOAdapter"
 
     def __init__(
         self,
@@ -122,80 +118,22 @@ class AsyncGuard:
         max_bytes: int | None,
         interval: float = 0.25,
     ) -> None:
-        self.sio = sio
-        self.eio = sio.eio
+        super().__init__(sio)
         self.max_packets = max_packets
         self.max_bytes = max_bytes
         self.interval = interval
-        self.limiter = RateLimitedLog()
         #: How many clients the backlog check has dropped.
         self.dropped = 0
-        self._filter = _OneLineFilter(self.limiter)
-        self._loggers: list[logging.Logger] = []
-        self._original_message: Callable[..., Any] | None = None
-        self._original_packet_class: type | None = None
-        self._packet_class: type | None = None
-        self._check_text = False
         self._task: asyncio.Task[None] | None = None
-        self._original_async: dict[str, Any] | None = None
         self._websockets: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-        self._async: dict[str, Any] | None = None
-        self._had_handle_request = False
-        self._original_handle_request: Callable[..., Any] | None = None
         self._over: dict[str, float] = {}
-        self._closing: set[Any] = set()
 
-    # -- install -------------------------------------------------------------------------
-
-    def install(self) -> None:
-        sio, eio = self.sio, self.eio
-        original = eio.handlers.get("message")
-        if original is not None:
-            self._original_message = original
-            eio.handlers["message"] = self._on_message
-        base = getattr(sio, "packet_class", None)
-        if isinstance(base, type) and hasattr(base, "decode"):
-            import socketio.packet
-
-            self._original_packet_class = base
-            self._packet_class = _checking_packet_class(base)
-            sio.packet_class = self._packet_class
-            self._check_text = issubclass(base, socketio.packet.Packet) and bool(
-                getattr(base, "uses_binary_events", False)
-            )
-        async_ = getattr(eio, "_async", None)
-        if isinstance(async_, dict) and isinstance(async_.get("websocket"), type):
-            self._original_async = async_
-            self._async = {**async_, "websocket": self._websocket_class(async_["websocket"])}
-            eio._async = self._async
-        self._had_handle_request = "handle_request" in vars(eio)
-        self._original_handle_request = eio.handle_request
-        eio.handle_request = self._handle_request
-        loggers = [logging.getLogger(name) for name in SERVER_LOGGERS]
-        for candidate in (getattr(sio, "logger", None), getattr(eio, "logger", None)):
-            if isinstance(candidate, logging.Logger) and candidate not in loggers:
-                loggers.append(candidate)
-        for log in loggers:
-            log.addFilter(self._filter)
-        self._loggers = loggers
+    def _wrap_websocket(self, original: Any) -> Any:
+        return self._websocket_class(original) if isinstance(original, type) else None
 
     def uninstall(self) -> None:
         self.stop()
-        sio, eio = self.sio, self.eio
-        if self._original_message is not None and eio.handlers.get("message") == self._on_message:
-            eio.handlers["message"] = self._original_message
-        if self._packet_class is not None and sio.packet_class is self._packet_class:
-            sio.packet_class = self._original_packet_class
-        if self._async is not None and getattr(eio, "_async", None) is self._async:
-            eio._async = self._original_async
-        if vars(eio).get("handle_request") == self._handle_request:
-            if self._had_handle_request:
-                eio.handle_request = self._original_handle_request
-            else:
-                del eio.handle_request
-        for log in self._loggers:
-            log.removeFilter(self._filter)
-        self._loggers = []
+        super().uninstall()
 
     def start(self) -> None:
         """Start the backlog check; call it on the server's event loop."""
@@ -211,22 +149,6 @@ class AsyncGuard:
                 task.get_loop().call_soon_threadsafe(task.cancel)
 
     # -- frames --------------------------------------------------------------------------
-
-    def client_of(self, eio_sid: str | None) -> str:
-        environ = getattr(self.sio, "environ", {}).get(eio_sid) or {}
-        return one_line(client_address(environ) or "unknown", 64)
-
-    def report(self, what: str, cause: str, eio_sid: str | None, detail: str = "") -> None:
-        client = self.client_of(eio_sid)
-        details = f" ({one_line(detail)})" if detail else ""
-        self.limiter.log(
-            logging.WARNING,
-            (what, cause, client),
-            f"AsyncSocketIOAdapter: {what} from {client} (session {eio_sid}): {cause}"
-            f"{details}; closed the connection",
-            cause=cause,
-            client=client,
-        )
 
     async def refuse(self, eio_sid: str, cause: str, detail: str = "") -> None:
         """A Socket.IO-level refusal: log, then close: the client is sent an Engine.IO

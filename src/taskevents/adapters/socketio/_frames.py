@@ -49,6 +49,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from .protocol import client_address
+
 __all__ = ["LOG_PERIOD", "MAX_ATTACHMENTS", "RateLimitedLog", "guard_frames"]
 
 logger = logging.getLogger("taskevents")
@@ -455,11 +457,18 @@ class _OneLineFilter(logging.Filter):
         return True
 
 
-class _Installation:
+class _Guard:
+    """What the guards of the threaded and the asyncio server share: the checking
+    packet class, the Engine.IO ``message`` handler, the websocket and long-polling
+    hooks, the logging filter, and one rate-limited line per refusal. Subclasses bring
+    ``_on_message``, ``_wrap_websocket`` and ``_handle_request``."""
+
+    #: Who the log lines name.
+    who = "SocketIOAdapter"
+
     def __init__(self, sio: Any) -> None:
         self.sio = sio
         self.eio = sio.eio
-        self.refs = 0
         self.limiter = RateLimitedLog()
         self._filter = _OneLineFilter(self.limiter)
         self._loggers: list[logging.Logger] = []
@@ -471,6 +480,16 @@ class _Installation:
         self._async: dict[str, Any] | None = None
         self._previous_handle_request: Any = None
         self._original_handle_request: Callable[..., Any] | None = None
+
+    def _on_message(self, eio_sid: str, data: Any) -> Any:
+        raise NotImplementedError
+
+    def _wrap_websocket(self, original: Any) -> Any:
+        """What replaces Engine.IO's websocket class or factory; None: nothing."""
+        raise NotImplementedError
+
+    def _handle_request(self, *args: Any) -> Any:
+        raise NotImplementedError
 
     # -- install / uninstall ---------------------------------------------------------
 
@@ -491,10 +510,12 @@ class _Installation:
                 getattr(base, "uses_binary_events", False)
             )
         async_ = getattr(eio, "_async", None)
-        if isinstance(async_, dict) and async_.get("websocket") is not None:
-            self._original_async = async_
-            self._async = {**async_, "websocket": self._websocket_factory(async_["websocket"])}
-            eio._async = self._async
+        if isinstance(async_, dict):
+            wrapped = self._wrap_websocket(async_.get("websocket"))
+            if wrapped is not None:
+                self._original_async = async_
+                self._async = {**async_, "websocket": wrapped}
+                eio._async = self._async
         self._previous_handle_request = vars(eio).get("handle_request")
         self._original_handle_request = eio.handle_request
         eio.handle_request = self._handle_request
@@ -523,11 +544,11 @@ class _Installation:
             log.removeFilter(self._filter)
         self._loggers = []
 
-    # -- reporting and closing ---------------------------------------------------------
+    # -- reporting ---------------------------------------------------------------------
 
     def client_of(self, eio_sid: str | None) -> str:
         environ = getattr(self.sio, "environ", {}).get(eio_sid) or {}
-        return one_line(environ.get("REMOTE_ADDR") or "unknown", 64)
+        return one_line(client_address(environ) or "unknown", 64)
 
     def report(self, what: str, cause: str, eio_sid: str | None, detail: str = "") -> None:
         client = self.client_of(eio_sid)
@@ -535,11 +556,22 @@ class _Installation:
         self.limiter.log(
             logging.WARNING,
             (what, cause, client),
-            f"SocketIOAdapter: {what} from {client} (session {eio_sid}): {cause}{details}; "
+            f"{self.who}: {what} from {client} (session {eio_sid}): {cause}{details}; "
             "closed the connection",
             cause=cause,
             client=client,
         )
+
+
+class _Installation(_Guard):
+    def __init__(self, sio: Any) -> None:
+        super().__init__(sio)
+        self.refs = 0
+
+    def _wrap_websocket(self, original: Any) -> Any:
+        return None if original is None else self._websocket_factory(original)
+
+    # -- closing -----------------------------------------------------------------------
 
     def close_session(self, eio_sid: str | None, *, abort: bool = False) -> None:
         """Close an Engine.IO session without waiting for its queue to drain."""

@@ -15,12 +15,11 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 from taskevents._optional import require
 from taskevents.adapters.base import Adapter, AsyncAdapter
-from taskevents.emitter import Emitter
 from taskevents.events import TaskEvent
 from taskevents.exceptions import UsageError, ValidationError
 from taskevents.signals import REMOTE, subject_forgotten
@@ -28,8 +27,6 @@ from taskevents.signals import REMOTE, subject_forgotten
 from ._async_guard import AsyncGuard
 from .protocol import (
     RESERVED_EVENTS,
-    Authenticate,
-    Authorize,
     resolve_identity,
     room_for,
     update_payload,
@@ -153,44 +150,10 @@ class AsyncSocketIOAdapter(_Rooms, AsyncAdapter):
     another thread.
     """
 
-    def __init__(
-        self,
-        server: Any,
-        emitter: Emitter,
-        *,
-        namespace: str = "/",
-        progress_interval: float = 0.1,
-        authenticate: Authenticate | None = None,
-        authorize: Authorize | None = None,
-        max_subscriptions: int = 100,
-        subscribe_burst: int | None = None,
-        subscribe_rate: float = 5.0,
-        all_tasks_burst: int = 5,
-        all_tasks_rate: float = 1.0,
-        subjects: Iterable[str] | None = None,
-        max_backlog: int = 1000,
-        max_backlog_bytes: int = 16 << 20,
-    ) -> None:
-        super().__init__(
-            server,
-            emitter,
-            namespace=namespace,
-            progress_interval=progress_interval,
-            authenticate=authenticate,
-            authorize=authorize,
-            max_subscriptions=max_subscriptions,
-            subscribe_burst=subscribe_burst,
-            subscribe_rate=subscribe_rate,
-            all_tasks_burst=all_tasks_burst,
-            all_tasks_rate=all_tasks_rate,
-            subjects=subjects,
-            max_backlog=max_backlog,
-            max_backlog_bytes=max_backlog_bytes,
-        )
-        # Sends that must be awaited (see _send_now), one after another, in order.
-        self._chain: asyncio.Future[None] | None = None
-        #: Seconds the ``authenticate`` hook may take before the client is refused.
-        self.authenticate_timeout = 10.0
+    #: Seconds the ``authenticate`` hook may take before the client is refused.
+    authenticate_timeout: float = 10.0
+    # Sends that must be awaited (see _send_now), one after another, in order.
+    _chain: asyncio.Future[None] | None = None
 
     # -- the server ----------------------------------------------------------------------
 

@@ -949,41 +949,6 @@ class SocketIOAdapter(_Rooms, BackgroundAdapter):
     :param max_backlog_bytes: ...and how many bytes of them (16 MiB by default).
     """
 
-    def __init__(
-        self,
-        server: Any,
-        emitter: Emitter,
-        *,
-        namespace: str = "/",
-        progress_interval: float = 0.1,
-        authenticate: Authenticate | None = None,
-        authorize: Authorize | None = None,
-        max_subscriptions: int = 100,
-        subscribe_burst: int | None = None,
-        subscribe_rate: float = 5.0,
-        all_tasks_burst: int = 5,
-        all_tasks_rate: float = 1.0,
-        subjects: Iterable[str] | None = None,
-        max_backlog: int = 1000,
-        max_backlog_bytes: int = 16 << 20,
-    ) -> None:
-        super().__init__(
-            server,
-            emitter,
-            namespace=namespace,
-            progress_interval=progress_interval,
-            authenticate=authenticate,
-            authorize=authorize,
-            max_subscriptions=max_subscriptions,
-            subscribe_burst=subscribe_burst,
-            subscribe_rate=subscribe_rate,
-            all_tasks_burst=all_tasks_burst,
-            all_tasks_rate=all_tasks_rate,
-            subjects=subjects,
-            max_backlog=max_backlog,
-            max_backlog_bytes=max_backlog_bytes,
-        )
-
     @staticmethod
     def _server_of(server: Any) -> Any:
         socketio = require("socketio", extra="socketio", needed_by="SocketIOAdapter")
