@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 from taskevents._bridges import acquire_bridge, release_bridge
 from taskevents._hosts import host_allowed, normalize_name
 from taskevents._optional import require
-from taskevents.adapters import Adapter, load_adapter
+from taskevents._wiring import adapter_specs, load_named_adapter, redis_store, subjects_of
+from taskevents.adapters import Adapter
 from taskevents.adapters.socketio.async_server import AsyncSocketIOAdapter
 from taskevents.adapters.socketio.protocol import (
     Authenticate,
@@ -52,10 +53,7 @@ from taskevents.adapters.socketio.protocol import (
 from taskevents.emitter import Emitter
 from taskevents.events import json_copy
 from taskevents.exceptions import (
-    AdapterNotFound,
-    MissingDependency,
     StoreUnavailable,
-    TaskEventsError,
     UsageError,
     ValidationError,
 )
@@ -110,38 +108,6 @@ def _dashboard_page(settings: Mapping[str, Any]) -> bytes:
     page = _TEMPLATE_URL.sub(lambda match: STATIC_PREFIX + match.group(1), template)
     page = page.replace(_TEMPLATE_SETTINGS, _json_for_html(dict(settings)))
     return page.encode("utf-8")
-
-
-def _subjects(value: object) -> dict[str, Mapping[str, Any]]:
-    if isinstance(value, Mapping):
-        for name, metadata in value.items():
-            if not isinstance(name, str) or not (metadata is None or isinstance(metadata, Mapping)):
-                raise ValidationError(
-                    "subjects", "subject names mapped to metadata objects", metadata
-                )
-        return {k: (v or {}) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return {name: {} for name in value}
-    raise ValidationError(
-        "subjects", "a list of subject names or a mapping name -> metadata", value
-    )
-
-
-def _adapter_specs(value: object) -> list[tuple[str, dict[str, Any]]]:
-    if isinstance(value, Mapping):
-        items = list(value.items())
-    elif isinstance(value, (list, tuple)):
-        items = [(item, {}) if isinstance(item, str) else (None, item) for item in value]
-    else:
-        raise ValidationError(
-            "adapters", "a list of adapter names or a mapping name -> options", value
-        )
-    specs = []
-    for name, options in items:
-        if not isinstance(name, str) or not isinstance(options, Mapping):
-            raise ValidationError("adapters", "adapter names (strings) with option mappings", name)
-        specs.append((name, dict(options)))
-    return specs
 
 
 def _path_option(name: str, value: object, *, optional: bool) -> str | None:
@@ -333,8 +299,8 @@ class TaskEvents:
                 self.trusted_hosts = tuple(normalize_name(name) for name in trusted_hosts)
             except (ValueError, TypeError) as exc:
                 raise ValidationError("trusted_hosts", "host names", str(exc)) from None
-        specs = _adapter_specs(adapters)
-        registered = _subjects(subjects)
+        specs = adapter_specs(adapters, "adapters")
+        registered = subjects_of(subjects, "subjects")
         if server is not None and not isinstance(server, socketio.AsyncServer):
             hint = ""
             if isinstance(server, socketio.Server) or hasattr(server, "init_app"):
@@ -371,7 +337,7 @@ class TaskEvents:
             raise
         try:
             for name, options in specs:
-                self.adapters.append(self._load(name, options))
+                self.adapters.append(load_named_adapter(name, options, "adapters"))
             for subject, metadata in registered.items():
                 try:
                     self.emitter.register(subject, **json_copy(metadata, "metadata"))
@@ -406,57 +372,12 @@ class TaskEvents:
         self, emitter: Emitter | None, url: str | None, prefix: str | None
     ) -> RedisStateStore | None:
         """The store to bridge, creating it (as :attr:`redis_store`) when needed."""
-        if url is None:
-            if prefix is not None:
-                logger.warning("redis_prefix ignored: redis_url is not set")
-            return None
-        from taskevents.redis import RedisStateStore
-
-        if emitter is not None:
-            store = emitter.state
-            if not isinstance(store, RedisStateStore):
-                raise ValidationError(
-                    "redis_url",
-                    "unset when you give an emitter with another state store; give "
-                    "Emitter(state=RedisStateStore(url, prefix=...)), or no emitter",
-                    f"an emitter on {type(store).__name__}",
-                )
-            if prefix is not None and prefix != store.prefix:
-                raise ValidationError(
-                    "redis_prefix",
-                    f"the prefix of the given emitter's RedisStateStore ({store.prefix!r})",
-                    prefix,
-                )
-            return store
-        try:
-            store = RedisStateStore(url, prefix="taskevents" if prefix is None else prefix)
-        except ValidationError as exc:
-            key = {"url": "redis_url", "prefix": "redis_prefix"}.get(exc.field, exc.field)
-            raise ValidationError(key, exc.expected, exc.got) from None
-        try:
-            store.ping()
-        except StoreUnavailable as exc:
-            store.close()
-            raise StoreUnavailable(f"redis_url: {exc}") from None
-        self.redis_store = store
+        store, created = redis_store(
+            emitter, url, prefix, url_key="redis_url", prefix_key="redis_prefix"
+        )
+        if created:
+            self.redis_store = store
         return store
-
-    @staticmethod
-    def _load(name: str, options: dict[str, Any]) -> Adapter:
-        try:
-            return load_adapter(name, **options)
-        except TaskEventsError as exc:
-            if isinstance(exc, ValidationError):
-                raise ValidationError(
-                    f"adapters[{name!r}].{exc.field}", exc.expected, exc.got
-                ) from exc
-            if not isinstance(exc, (AdapterNotFound, MissingDependency)):
-                raise TaskEventsError(
-                    f"adapters[{name!r}]: the adapter could not be created: {exc}"
-                ) from exc
-            raise ValidationError(
-                f"adapters[{name!r}]", "an installed adapter name with the options it takes", exc
-            ) from exc
 
     # -- lifecycle -----------------------------------------------------------------------
 

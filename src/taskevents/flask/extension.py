@@ -18,7 +18,8 @@ from taskevents._bridges import acquire_bridge as _acquire_bridge
 from taskevents._bridges import release_bridge as _release_bridge
 from taskevents._hosts import HostCheck
 from taskevents._urls import describe_url
-from taskevents.adapters import Adapter, load_adapter
+from taskevents._wiring import adapter_specs, load_named_adapter, redis_store, subjects_of
+from taskevents.adapters import Adapter
 from taskevents.adapters.socketio import (
     Authenticate,
     Authorize,
@@ -28,10 +29,7 @@ from taskevents.adapters.socketio import (
 from taskevents.emitter import Emitter
 from taskevents.events import json_copy
 from taskevents.exceptions import (
-    AdapterNotFound,
     MissingDependency,
-    StoreUnavailable,
-    TaskEventsError,
     UsageError,
     ValidationError,
 )
@@ -99,37 +97,6 @@ def _config_error(key: str, expected: str, got: object) -> ValidationError:
     return ValidationError(key, expected, got)
 
 
-def _adapter_specs(value: object) -> list[tuple[str, dict[str, Any]]]:
-    key = "TASKEVENTS_ADAPTERS"
-    if isinstance(value, Mapping):
-        items = list(value.items())
-    elif isinstance(value, (list, tuple)):
-        items = [(item, {}) if isinstance(item, str) else (None, item) for item in value]
-    else:
-        raise _config_error(key, "a list of adapter names or a mapping name -> options", value)
-    specs = []
-    for name, options in items:
-        if not isinstance(name, str) or not isinstance(options, Mapping):
-            raise _config_error(key, "adapter names (strings) with option mappings", name)
-        specs.append((name, dict(options)))
-    return specs
-
-
-def _subjects(value: object) -> dict[str, Mapping[str, Any]]:
-    if isinstance(value, Mapping):
-        for name, metadata in value.items():
-            if not isinstance(name, str) or not (metadata is None or isinstance(metadata, Mapping)):
-                raise _config_error(
-                    "TASKEVENTS_SUBJECTS", "subject names mapped to metadata objects", metadata
-                )
-        return {k: (v or {}) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return {name: {} for name in value}
-    raise _config_error(
-        "TASKEVENTS_SUBJECTS", "a list of subject names or a mapping name -> metadata", value
-    )
-
-
 def _uses_message_queue(socketio: Any) -> bool:
     """Whether Flask-SocketIO (or python-socketio) was given a ``message_queue``: its
     client manager is then a ``PubSubManager`` (Redis, Kombu, Kafka, ...)."""
@@ -160,37 +127,14 @@ def _redis_store(
             "use one of them",
             describe_url(url) if isinstance(url, str) else url,
         )
-    from taskevents.redis import RedisStateStore
-
-    if given is not None:
-        store = given.state
-        if not isinstance(store, RedisStateStore):
-            raise _config_error(
-                "TASKEVENTS_REDIS_URL",
-                "unset when the app gives its own emitter with another state store; "
-                "give Emitter(state=RedisStateStore(url, prefix=...)), or no emitter",
-                f"an emitter on {type(store).__name__}",
-            )
-        if prefix is not None and prefix != store.prefix:
-            raise _config_error(
-                "TASKEVENTS_REDIS_PREFIX",
-                f"the prefix of the given emitter's RedisStateStore ({store.prefix!r})",
-                prefix,
-            )
-        return None
-    try:
-        store = RedisStateStore(url, prefix="taskevents" if prefix is None else prefix)
-    except ValidationError as exc:
-        key = {"url": "TASKEVENTS_REDIS_URL", "prefix": "TASKEVENTS_REDIS_PREFIX"}.get(
-            exc.field, exc.field
-        )
-        raise _config_error(key, exc.expected, exc.got) from None
-    try:
-        store.ping()
-    except StoreUnavailable as exc:
-        store.close()
-        raise StoreUnavailable(f"TASKEVENTS_REDIS_URL: {exc}") from None
-    return store
+    store, created = redis_store(
+        given,
+        url,
+        prefix,
+        url_key="TASKEVENTS_REDIS_URL",
+        prefix_key="TASKEVENTS_REDIS_PREFIX",
+    )
+    return store if created else None
 
 
 def _socketio_path(app: flask.Flask, socketio: Any) -> str:
@@ -310,8 +254,8 @@ class TaskEvents:
                 not isinstance(path, str) or not path.startswith("/")
             ):
                 raise _config_error(key, "a URL path starting with '/'", path)
-        specs = _adapter_specs(config["TASKEVENTS_ADAPTERS"])
-        subjects = _subjects(config["TASKEVENTS_SUBJECTS"])
+        specs = adapter_specs(config["TASKEVENTS_ADAPTERS"], "TASKEVENTS_ADAPTERS")
+        subjects = subjects_of(config["TASKEVENTS_SUBJECTS"], "TASKEVENTS_SUBJECTS")
         given = self._emitter  # the app's, or the one made for this extension's first app
         redis_store = _redis_store(config, socketio, given)
         try:
@@ -364,23 +308,7 @@ class TaskEvents:
         state = TaskEventsState(emitter, socketio, adapter, redis_store=redis_store)
         try:
             for name, options in specs:
-                try:
-                    state.adapters.append(load_adapter(name, **options))
-                except TaskEventsError as exc:
-                    if isinstance(exc, ValidationError):  # an option: say which, whole
-                        raise ValidationError(
-                            f"TASKEVENTS_ADAPTERS[{name!r}].{exc.field}", exc.expected, exc.got
-                        ) from exc
-                    if not isinstance(exc, (AdapterNotFound, MissingDependency)):
-                        raise TaskEventsError(
-                            f"TASKEVENTS_ADAPTERS[{name!r}]: the adapter could not be "
-                            f"created: {exc}"
-                        ) from exc
-                    raise ValidationError(
-                        f"TASKEVENTS_ADAPTERS[{name!r}]",
-                        "an installed adapter name with the options it takes",
-                        exc,
-                    ) from exc
+                state.adapters.append(load_named_adapter(name, options, "TASKEVENTS_ADAPTERS"))
             prefix = config["TASKEVENTS_API_PREFIX"]
             if prefix:
                 api = api_blueprint(self._identity, lambda: self.state().socketio_adapter)
