@@ -19,7 +19,10 @@ scenarios and calls :func:`harness.cli.main`. The pieces:
 
 The Redis benchmark (``redis_bench.py``) builds on these with :mod:`harness.redis_common`,
 :mod:`harness.redis_server`, :mod:`harness.redis_worker`, :mod:`harness.redis_control`
-and :mod:`harness.redis_measure`.
+and :mod:`harness.redis_measure`. The ASGI benchmark (``asgi_bench.py``: the asyncio
+adapter against raw ``AsyncServer.emit``, and the loop's lag) with
+:mod:`harness.asgi_server`, :mod:`harness.asgi_measure`, :mod:`harness.asgi_report` and
+:mod:`harness.asgi_cli`.
 
 Nothing is imported here: the server subprocess imports :mod:`harness.server` (with
 :mod:`harness.config` and :mod:`harness.serving`) and nothing else.
