@@ -113,6 +113,7 @@ def _emit_now(
     head = base.event if namespace == "/" else base.event + namespace + ","
     packet = base.eio_packet(base.message, f"{head}[{quoted},{text}]")
     sockets = eio.sockets
+    targets = []
     for sid, eio_sid in sio.manager.get_participants(namespace, room):
         if skip and sid in skip:
             continue
@@ -121,6 +122,8 @@ def _emit_now(
             continue  # it left meanwhile; the rest of the room still gets the event
         if type(sock).send is not plain.socket_send:
             return False  # pragma: no cover - an Engine.IO socket of another kind
+        targets.append(sock)
+    for sock in targets:
         sock.queue.put_nowait(packet)
     return True
 
