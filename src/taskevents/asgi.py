@@ -100,12 +100,13 @@ def _static_root() -> Any:
     return resources.files("taskevents") / "flask" / "static"
 
 
-def _dashboard_page(settings: Mapping[str, Any]) -> bytes:
-    """The dashboard page: the Flask extension's template, filled in."""
+def _dashboard_page(settings: Mapping[str, Any], root: str = "") -> bytes:
+    """The dashboard page: the Flask extension's template, filled in; its files' URLs
+    under ``root`` (the app's ``root_path``)."""
     template = (
         resources.files("taskevents") / "flask" / "templates" / "taskevents" / "dashboard.html"
     ).read_text("utf-8")
-    page = _TEMPLATE_URL.sub(lambda match: STATIC_PREFIX + match.group(1), template)
+    page = _TEMPLATE_URL.sub(lambda match: root + STATIC_PREFIX + match.group(1), template)
     page = page.replace(_TEMPLATE_SETTINGS, _json_for_html(dict(settings)))
     return page.encode("utf-8")
 
@@ -363,7 +364,7 @@ class TaskEvents:
                     if item.is_file() and any(item.name.endswith(s) for s in _CONTENT_TYPES):
                         name = item.name if entry is root else f"vendor/{item.name}"
                         self._statics[name] = item
-        self._page: bytes | None = None
+        self._pages: dict[str, bytes] = {}
         #: The ASGI app with nothing behind it: Socket.IO, REST and the dashboard, and
         #: a 404 for every other path.
         self.app: ASGIApp = self.wrap(None)
@@ -470,8 +471,14 @@ class TaskEvents:
                 await self._refuse_host(scope, receive, send)
                 return
             path = scope.get("path") or "/"
+            root = scope.get("root_path") or ""
+            if root and path.startswith(root):
+                # mounted under a prefix (a mount(), the server's --root-path): the
+                # scope's path has the prefix too, as ASGI servers and Starlette give it
+                path = path[len(root) :] or "/"
             if path.startswith(self.socketio_path) or path == self.socketio_path.rstrip("/"):
-                await self._engineio(scope, receive, send)
+                inner = scope if path == scope.get("path") else {**scope, "path": path}
+                await self._engineio(inner, receive, send)
                 return
             if kind == "http" and await self._serve_own(path, scope, send):
                 return
@@ -568,7 +575,8 @@ class TaskEvents:
                 )
                 return True
             if path == self.dashboard_path:
-                await _respond(send, 200, self.dashboard_page(), "text/html; charset=utf-8")
+                page = self.dashboard_page(scope.get("root_path") or "")
+                await _respond(send, 200, page, "text/html; charset=utf-8")
                 return True
             item = self._statics.get(path[len(STATIC_PREFIX) :])
             if item is None:
@@ -584,17 +592,23 @@ class TaskEvents:
             return True
         return False
 
-    def dashboard_page(self) -> bytes:
-        """The dashboard page's HTML."""
-        if self._page is None:
-            self._page = _dashboard_page(
-                {
-                    "namespace": self.namespace,
-                    "apiPrefix": self.api_prefix,
-                    "demo": self.demo,
-                }
-            )
-        return self._page
+    def dashboard_page(self, root: str = "") -> bytes:
+        """The dashboard page's HTML, for the app served under ``root`` (its ASGI
+        ``root_path``: the page's files, the REST endpoints and Socket.IO are under it
+        too)."""
+        page = self._pages.get(root)
+        if page is None:
+            settings: dict[str, Any] = {
+                "namespace": self.namespace,
+                "apiPrefix": None if self.api_prefix is None else root + self.api_prefix,
+                "demo": self.demo,
+            }
+            if root:
+                settings["socketioPath"] = root + self.socketio_path.rstrip("/")
+            page = _dashboard_page(settings, root)
+            if len(self._pages) < 16:  # root paths come from the server's set-up
+                self._pages[root] = page
+        return page
 
     # -- REST ----------------------------------------------------------------------------
 

@@ -362,3 +362,44 @@ def test_close_on_the_loop_says_to_await_aclose_and_changes_nothing(made: list[A
     assert "await tasks.aclose()" in said
     assert not tasks._closed
     assert get(server, "/api/tasks")[0] == 200
+
+
+def test_mounted_under_a_prefix_every_path_is_found_there(made: list[Any]) -> None:
+    tasks = TaskEvents(subjects=["aws01"], progress_interval=0)
+    api = FastAPI()
+    api.mount("/tasks", tasks.app)
+    server = serve(made, tasks, api)
+    assert get(server, "/tasks/api/tasks")[0] == 200
+    assert get(server, "/tasks/api/tasks/aws01")[0] == 200
+    assert get(server, "/tasks/taskevents/static/dashboard.js")[0] == 200
+    status, _, body = get(server, "/tasks/websocket")
+    assert status == 200
+    page = body.decode()
+    assert '"/tasks/taskevents/static/dashboard.js"' in page
+    settings = json.loads(page.split("window.TASKEVENTS = ", 1)[1].split(";</script>", 1)[0])
+    assert settings["apiPrefix"] == "/tasks/api/tasks"
+    assert settings["socketioPath"] == "/tasks/socket.io"
+    client = Client()
+    client.sio.connect(
+        server.url, socketio_path="/tasks/socket.io", transports=["websocket"], wait_timeout=5
+    )
+    try:
+        subscribe(client, "aws01")
+        tasks.emitter.started("aws01", "change_ip")
+        started = client.wait_for("task_status_update")
+        assert started["update"]["event"] == "task_started"
+    finally:
+        client.close()
+
+
+def test_behind_a_proxy_that_strips_a_root_path_the_page_points_under_it(
+    made: list[Any],
+) -> None:
+    tasks = TaskEvents(subjects=["aws01"])
+    server = LiveASGIServer(tasks.app, root_path="/inv")
+    made.append((tasks, server))
+    assert get(server, "/api/tasks")[0] == 200  # the proxy took /inv off
+    page = get(server, "/websocket")[2].decode()
+    assert '"/inv/taskevents/static/dashboard.js"' in page
+    settings = json.loads(page.split("window.TASKEVENTS = ", 1)[1].split(";</script>", 1)[0])
+    assert settings["socketioPath"] == "/inv/socket.io"

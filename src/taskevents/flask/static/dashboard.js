@@ -689,7 +689,11 @@
     return;
   }
 
-  const socket = window.io(settings.namespace || "/", { autoConnect: false });
+  const socket = window.io(settings.namespace || "/", {
+    autoConnect: false,
+    // Under a prefix (an ASGI root_path), Socket.IO is served under it too.
+    path: settings.socketioPath || "/socket.io",
+  });
 
   function subscribe(subject, resume) {
     subject.joined = false;
