@@ -21,6 +21,7 @@ import pytest
 
 from tests.redis.conftest import prefix, redis_client, redis_url  # noqa: F401 - fixtures
 from tests.support.browser import DemoServer, chromium, free_port
+from tests.support.demo_cases import BAD_BODIES, SIMULATE_MISTAKES
 from tests.support.socketio import Client
 from tests.web.test_demo import (
     ANSWERED,
@@ -33,7 +34,6 @@ from tests.web.test_demo import (
 
 ASGI = ("--async-mode", "asgi")
 DEMO = (sys.executable, "-m", "taskevents", "demo")
-EXAMPLE = '{"task_type": "change_ip"}'
 #: Generous: a loaded CI machine may be slow, and waits end as soon as they succeed.
 WAIT = 15.0
 
@@ -226,62 +226,7 @@ def test_a_busy_config_is_refused_with_409(demo: DemoServer) -> None:
 
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "message", "field"),
-    [
-        (
-            EXAMPLE,
-            "text/plain",
-            415,
-            "the body must be JSON, sent with Content-Type: application/json (got "
-            f"'text/plain'); e.g. {EXAMPLE}",
-            None,
-        ),
-        (
-            "task_type=change_ip",
-            "application/x-www-form-urlencoded",
-            415,
-            "the body must be JSON, sent with Content-Type: application/json (got "
-            f"'application/x-www-form-urlencoded'); e.g. {EXAMPLE}",
-            None,
-        ),
-        ("", None, 400, f"the body is empty; send a JSON object such as {EXAMPLE}", None),
-        (
-            "not json",
-            None,
-            400,
-            f"the body is not valid JSON; send a JSON object such as {EXAMPLE}",
-            None,
-        ),
-        (
-            "[1]",
-            "application/json",
-            400,
-            f"the body must be a JSON object such as {EXAMPLE}, got an array",
-            None,
-        ),
-        ("{}", "application/json", 400, f"missing field 'task_type'; e.g. {EXAMPLE}", "task_type"),
-        (
-            '{"task_type": "Change IP!"}',
-            "application/json",
-            400,
-            "task_type must be a string of lowercase letters, digits and _ (at most 64), "
-            'e.g. "change_ip"',
-            "task_type",
-        ),
-        (
-            '{"task_type": "change_ip", "fail": "yes"}',
-            "application/json",
-            400,
-            "fail must be true or false",
-            "fail",
-        ),
-        (
-            '{"task_type": "change_ip", "priority": 1}',
-            "application/json",
-            400,
-            "unknown field 'priority'; expected task_type and optionally fail",
-            "priority",
-        ),
-    ],
+    BAD_BODIES,
 )
 def test_bad_bodies_get_the_answers_of_the_flask_demo(
     demo: DemoServer,
@@ -381,56 +326,7 @@ def test_simulate_events_start_and_end_a_task(demo: DemoServer) -> None:
 
 @pytest.mark.parametrize(
     ("event", "args", "error"),
-    [
-        (
-            "simulate_task_start",
-            ("aws01",),
-            {
-                "message": "simulate_task_start expects an object, got a string",
-                "expected": "an object",
-            },
-        ),
-        (
-            "simulate_task_start",
-            ({"config_name": "aws01", "colour": "red"},),
-            {
-                "message": "simulate_task_start: unknown field 'colour'; expected config_name, "
-                "task_type",
-                "field": "colour",
-                "expected": "config_name, task_type",
-            },
-        ),
-        (
-            "simulate_task_start",
-            ({"config_name": "aws99"},),
-            {
-                "message": "simulate_task_start: unknown config_name 'aws99'",
-                "field": "config_name",
-                "expected": "the name of a registered config",
-                "config_name": "aws99",
-            },
-        ),
-        (
-            "simulate_task_complete",
-            ({"config_name": "aws01", "result": "maybe"},),
-            {
-                "message": 'simulate_task_complete: result must be "success" or "failed", '
-                "got a string",
-                "field": "result",
-                "expected": '"success" or "failed"',
-            },
-        ),
-        (
-            "simulate_task_complete",
-            ({"config_name": "aws01"},),
-            {
-                "message": "simulate_task_complete: no task started with simulate_task_start "
-                "runs on aws01",
-                "field": "config_name",
-                "config_name": "aws01",
-            },
-        ),
-    ],
+    SIMULATE_MISTAKES,
 )
 def test_simulate_events_answer_mistakes_with_an_error(
     demo: DemoServer, event: str, args: tuple[Any, ...], error: dict[str, Any]
