@@ -70,11 +70,19 @@ def test_every_registered_adapter_loads_with_its_documented_options() -> None:
     import flask
     from flask_socketio import SocketIO
 
+    from taskevents.adapters.outbox import MemoryOutbox
+
     emitter = Emitter(source="tests")
     app = flask.Flask("registry-test")
     options = {
         "logging": {},
         "socketio": {"server": SocketIO(app, async_mode="threading"), "emitter": emitter},
+        "eventbridge": {"region_name": "eu-west-1", "outbox": MemoryOutbox()},
+        "sns": {"topic_arn": "arn:aws:sns:eu-west-1:123456789012:tasks", "outbox": MemoryOutbox()},
+        "sqs": {
+            "queue_url": "https://sqs.eu-west-1.amazonaws.com/123456789012/tasks",
+            "outbox": MemoryOutbox(),
+        },
     }
     for name in available_adapters():
         if name not in options:

@@ -184,7 +184,13 @@ def _webhooks(args: argparse.Namespace) -> int:
 def _webhooks_action(outbox: Any, args: argparse.Namespace) -> int:
     from taskevents._urls import describe_url, printable
 
-    show = printable if args.full_urls else describe_url
+    def show(target: str) -> str:
+        # An endpoint's path may hold a token; an AWS target (sqs:..., sns:...,
+        # eventbridge:...) holds none and is shown whole.
+        if args.full_urls or not target.startswith(("http://", "https://")):
+            return printable(target)
+        return describe_url(target)
+
     ids = args.ids or None
     if args.action == "status":
         stats = {show(target): s for target, s in outbox.stats().items()}
@@ -331,12 +337,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     hooks = commands.add_parser(
         "webhooks",
-        help="inspect a webhook outbox: its endpoints, dead letters; retry or purge them",
-        description="Inspect and repair a webhook outbox (the SQLite file a WebhookAdapter "
-        "writes). status: per endpoint, rows pending, retrying, dead and delivered. dead: "
-        "the dead letters with their last error. retry: queue dead letters again (and "
-        "re-enable their endpoints). purge: delete dead letters. enable: re-enable an "
-        "endpoint disabled by a 410.",
+        aliases=["outbox"],
+        help="inspect an outbox (webhooks, AWS): its targets, dead letters; retry or purge them",
+        description="Inspect and repair an outbox (the SQLite file a WebhookAdapter or an "
+        "AWS adapter writes; `taskevents outbox` is the same command). status: per endpoint "
+        "or AWS target, rows pending, retrying, dead and delivered. dead: the dead letters "
+        "with their last error. retry: queue dead letters again (and re-enable their "
+        "targets). purge: delete dead letters. enable: re-enable a target disabled by a 410, "
+        "or by AWS (a missing queue, access denied).",
     )
     hooks.add_argument("action", choices=["status", "dead", "retry", "purge", "enable"])
     hooks.add_argument(
@@ -344,7 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     hooks.add_argument("--outbox", required=True, metavar="PATH", help="the outbox file")
     hooks.add_argument("--all", action="store_true", help="every dead letter (retry, purge)")
-    hooks.add_argument("--url", help="the endpoint to re-enable (enable)")
+    hooks.add_argument(
+        "--url",
+        "--target",
+        dest="url",
+        help="the endpoint URL or AWS target (as status shows it) to re-enable (enable)",
+    )
     hooks.add_argument(
         "--limit", type=_row_id, default=100, help="most dead letters listed (default 100)"
     )
@@ -355,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         help="show endpoint URLs whole (by default their path is hidden: it may hold a token)",
     )
     args = parser.parse_args(argv)
-    if args.command == "webhooks":
+    if args.command in ("webhooks", "outbox"):
         try:
             code = _webhooks(args)
             sys.stdout.flush()  # here, where a closed pipe is caught

@@ -1313,7 +1313,23 @@ class DurableAdapter(Adapter):
         replacing a waiting one of its task); beyond that, progress is dropped first,
         then what does not fit, logged and counted as ``unwritten_dropped``.
     :param max_unwritten_bytes: the same bound in bytes of bodies.
+    :param batch_window: for an adapter that sends in batches (:attr:`batch_size` over
+        1): a worker that finds fewer rows than a batch holds, all written less than this
+        many seconds ago, waits until the oldest is this old before it sends, so that a
+        burst goes in full batches (0: send at once; a backlog never waits).
+
+    A subclass that sends several rows in one call sets :attr:`batch_size` (and
+    :attr:`batch_bytes`) and implements :meth:`send_batch`. A worker then claims the
+    due lanes of one target until it has a batch's worth of rows, and each row's
+    outcome is settled on its own: the delivered ones leave the outbox, a failed one is
+    retried (and holds back the rest of its lane) or becomes a dead letter.
     """
+
+    #: Most rows one :meth:`send_batch` call takes (1: no batches; :meth:`send` is called).
+    batch_size: int = 1
+    #: Most bytes of bodies one :meth:`send_batch` call takes (None: no bound); a row
+    #: larger than this goes alone.
+    batch_bytes: int | None = None
 
     def __init__(
         self,
@@ -1328,11 +1344,13 @@ class DurableAdapter(Adapter):
         poll_interval: float = 1.0,
         max_unwritten: int = 100_000,
         max_unwritten_bytes: int = 64 * 1024 * 1024,
+        batch_window: float = 0.0,
         types: Iterable[str] | None = None,
         subjects: Iterable[str] | None = None,
     ) -> None:
         super().__init__(types=types, subjects=subjects)
         self.workers = positive_int(workers, "workers")
+        self.batch_window = number(batch_window, "batch_window")
         if isinstance(retry_schedule, (str, bytes)) or not isinstance(retry_schedule, Sequence):
             raise ValidationError("retry_schedule", "a list of seconds", retry_schedule)
         if not retry_schedule:
@@ -1400,6 +1418,21 @@ class DurableAdapter(Adapter):
     def send(self, delivery: Delivery) -> Outcome:
         """Make one attempt at ``delivery``; runs in a worker thread. What it raises is
         recorded as a failed attempt and retried."""
+
+    def send_batch(self, deliveries: Sequence[Delivery]) -> Sequence[Outcome]:
+        """Make one attempt at each of ``deliveries`` (rows of one target, at most
+        :attr:`batch_size` of them and :attr:`batch_bytes` of bodies, unless one row is
+        larger), in one call if the target takes batches; return one :class:`Outcome` per
+        row, in their order. What it raises counts as a failed attempt of each row.
+        The default sends them one by one with :meth:`send`."""
+        return [self.send(delivery) for delivery in deliveries]
+
+    def strict_order(self, target: str) -> bool:
+        """True if one :meth:`send_batch` call may carry only one row of a subject for
+        ``target``: for a target that keeps order (a FIFO queue), where a batch whose
+        earlier row failed but whose later row of the same subject went through would
+        deliver them out of order."""
+        return False
 
     def label(self, target: str) -> str:
         """``target`` as logs show it (e.g. without a token the URL carries)."""
@@ -1663,7 +1696,10 @@ class DurableAdapter(Adapter):
             with self._cond:
                 self._in_flight[lane.target] = self._in_flight.get(lane.target, 0) + 1
             try:
-                self._run_lane(lane)
+                if self.batch_size > 1:
+                    self._run_batches(lane)
+                else:
+                    self._run_lane(lane)
             except Exception as exc:  # the outbox failed: the lease frees the lane
                 self.errors.report(exc, f"to deliver to {self.label(lane.target)}")
             finally:
@@ -1731,6 +1767,150 @@ class DurableAdapter(Adapter):
                 self._mark_delivered(lane, done)
             finally:
                 outbox.release(lane, time.time())
+
+    # -- batches ---------------------------------------------------------------------
+
+    def _more_lanes(self, target: str, held: list[Lane], have: int) -> Iterator[Lane]:
+        """Claim more due lanes of ``target`` while what is in hand (``have``: rows, or
+        lanes for a target that takes one row per subject per call) does not fill a
+        batch; at most ``4 * batch_size`` lanes are held."""
+        strict = self.strict_order(target)
+        while have < self.batch_size and len(held) < 4 * self.batch_size and not self._closing:
+            more = self.outbox.claim([target], self._owner, time.time(), self._hold_for, 100)
+            if more is None:
+                return
+            held.append(more)
+            yield more
+            if not more.rows:
+                return
+            have += 1 if strict else len(more.rows)
+
+    def _linger(self, lanes: list[Lane]) -> bool:
+        """With a ``batch_window``: if the claimed rows are fewer than a batch and all
+        young, give the lanes back and wait for the oldest to reach the window's age.
+        True if it waited (the caller claims again)."""
+        if not self.batch_window or self._flushing:
+            return False
+        rows = [row for lane in lanes for row in lane.rows]
+        if not rows or len(rows) >= self.batch_size:
+            return False
+        if any(row.attempts for row in rows):
+            return False  # retries go when due
+        until = min(row.created for row in rows) + self.batch_window
+        if until <= time.time():
+            return False
+        for lane in lanes:
+            self.outbox.release(lane, time.time())
+        with self._cond:
+            while not self._closing and not self._flushing:
+                left = until - time.time()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        return True
+
+    def _run_batches(self, lane: Lane) -> None:
+        target = lane.target
+        strict = self.strict_order(target)
+        held = [lane]  # claimed and not yet released
+        for _ in self._more_lanes(target, held, 1 if strict else len(lane.rows)):
+            pass
+        if self._linger(held):
+            again = self.outbox.claim([target], self._owner, time.time(), self._hold_for, 100)
+            if again is None:
+                return
+            held = [again]
+        waiting: dict[int, deque[Delivery]] = {}
+        done: dict[int, list[Delivery]] = {}
+        live: list[Lane] = []  # the lanes with rows to send
+
+        def take(one: Lane) -> None:
+            waiting[id(one)] = deque(one.rows)
+            done[id(one)] = []
+            if one.rows:
+                live.append(one)
+
+        def finish(one: Lane) -> None:
+            try:
+                self._mark_delivered(one, done[id(one)])
+            finally:
+                held.remove(one)
+                self.outbox.release(one, time.time())
+
+        for one in list(held):
+            take(one)
+        renewed = time.time()
+        limit = self.batch_bytes
+        try:
+            while True:
+                # Lanes done with are given back at once; while the rows in hand do not
+                # fill a batch, more lanes are claimed.
+                for one in [one for one in held if one not in live]:
+                    finish(one)
+                have = len(live) if strict else sum(len(waiting[id(one)]) for one in live)
+                for more in self._more_lanes(target, held, have):
+                    take(more)
+                if not live or self._closing or target in self._disabled:
+                    return
+                now = time.time()
+                if now - renewed > self.lease / 3:
+                    for one in list(live):
+                        if not self.outbox.renew(one, now, self._hold_for):
+                            done[id(one)].clear()  # taken over by another worker
+                            live.remove(one)
+                    renewed = now
+                batch: list[tuple[Lane, Delivery]] = []
+                size = 0
+                for one in live:
+                    rows = waiting[id(one)]
+                    while rows and len(batch) < self.batch_size:
+                        body = len(rows[0].body)
+                        if batch and limit is not None and size + body > limit:
+                            break
+                        batch.append((one, rows.popleft()))
+                        size += body
+                        if strict:
+                            break
+                    if len(batch) >= self.batch_size or (limit is not None and size >= limit):
+                        break
+                if not batch:
+                    return
+                started = time.monotonic()
+                deliveries = [delivery for _, delivery in batch]
+                try:
+                    outcomes = list(self.send_batch(deliveries))
+                    if len(outcomes) != len(deliveries):
+                        raise TaskEventsError(
+                            f"send_batch() returned {len(outcomes)} outcomes for "
+                            f"{len(deliveries)} rows"
+                        )
+                except Exception as exc:
+                    self.errors.report(exc, f"to send to {self.label(target)}")
+                    error = f"{type(exc).__name__}: {safe_message(exc)}"
+                    outcomes = [Outcome("retry", error=error)] * len(deliveries)
+                duration = time.monotonic() - started
+                stopped: set[int] = set()
+                for (one, delivery), outcome in zip(batch, outcomes, strict=True):
+                    if outcome.kind == "delivered":
+                        self._note_attempt(target, outcome, duration)
+                        done[id(one)].append(delivery)
+                        continue
+                    if not self._settle(one, delivery, outcome, duration):
+                        stopped.add(id(one))
+                        if outcome.kind == "disable":
+                            return
+                for one in live:
+                    self._mark_delivered(one, done[id(one)])
+                live = [one for one in live if id(one) not in stopped and waiting[id(one)]]
+        finally:
+            failure: Exception | None = None
+            for one in list(held):
+                try:
+                    finish(one)
+                except Exception as exc:  # the others are still given back
+                    failure = failure or exc
+            if failure is not None:
+                raise failure
 
     def _mark_delivered(self, lane: Lane, done: list[Delivery]) -> None:
         if done:
