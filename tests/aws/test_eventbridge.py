@@ -295,3 +295,29 @@ def test_loadable_by_name(aws: AWS) -> None:
         emitter.started("aws01", "change_ip")
         assert made.flush(15)
     assert len(aws.receive(queue, 1)) == 1
+
+
+def test_an_event_whose_source_eventbridge_refuses_is_a_dead_letter_alone(
+    aws: AWS, tmp_path: Path
+) -> None:
+    """The emitter's source is EventBridge's Source: one it would refuse ('aws.*') is not
+    sent, and neither disables the bus nor holds back another emitter's events."""
+    bus, queue = bus_to_queue(aws)
+    outbox = SQLiteOutbox(tmp_path / "aws.sqlite3")
+    bridge = adapter(aws, bus, outbox=outbox)
+    calls = count_calls(bridge.client, "PutEvents")
+    bad, good = Emitter(source="aws.ec2"), Emitter()
+    with bridge:
+        bridge.connect(bad)
+        bridge.connect(good)
+        refused = bad.started("vm1", "change_ip")
+        sent = good.started("vm2", "change_ip")
+        assert bridge.flush(15)
+        (letter,) = outbox.dead_letters()
+        stats = bridge.stats
+    assert letter.event_id == refused.id
+    assert "not 'aws.*'" in letter.reason
+    assert not stats["endpoints"][bridge.target]["disabled"]
+    assert [json.loads(e["Detail"])["id"] for call in calls for e in call] == [sent.id]
+    (got,) = bodies(aws.receive(queue, 1))
+    assert got["detail"]["id"] == sent.id

@@ -108,8 +108,6 @@ _DENIED = frozenset(
         "InvalidSignatureException",
         "MissingAuthenticationToken",
         "IncompleteSignature",
-        "NotAuthorizedForSourceException",
-        "NotAuthorizedForDetailTypeException",
         "KMS.AccessDeniedException",
         "KMSAccessDenied",
         "KMSDisabled",
@@ -295,6 +293,10 @@ class _AWSAdapter(DurableAdapter):
     def _entry_bytes(self, entry: dict[str, Any]) -> int:
         raise NotImplementedError
 
+    def _refuse(self, entry: dict[str, Any]) -> str | None:
+        """Why the service would refuse ``entry`` whatever the moment, if it would."""
+        return None
+
     # -- DurableAdapter ------------------------------------------------------------------
 
     def rows(self, event: TaskEvent) -> list[tuple[str, bytes]]:
@@ -306,7 +308,8 @@ class _AWSAdapter(DurableAdapter):
         return f"{self.noun} {self.name}"
 
     def timeout_for(self, target: str) -> float:
-        return self.timeout * 3 + 5.0  # botocore's own retries included
+        # botocore tries a call three times, each with its connect and read timeouts.
+        return 3 * (self.timeout + min(self.timeout, 5.0)) + 5.0
 
     def send(self, delivery: Delivery) -> Outcome:
         return self.send_batch([delivery])[0]
@@ -330,6 +333,9 @@ class _AWSAdapter(DurableAdapter):
             entry = json.loads(delivery.body)
         except ValueError as exc:
             return None, Outcome("dead", error=f"the stored entry is not JSON: {exc}")
+        refused = self._refuse(entry)
+        if refused is not None:
+            return None, Outcome("dead", error=f"{refused}: it was not sent")
         size = self._entry_bytes(entry)
         if size > MAX_ENTRY_BYTES:
             return None, Outcome(
@@ -558,6 +564,14 @@ class EventBridgeAdapter(_AWSAdapter):
             "DetailType": self.detail_type if self.detail_type is not None else document["type"],
             "Detail": _json(document),
         }
+
+    def _refuse(self, entry: dict[str, Any]) -> str | None:
+        source, detail_type = str(entry.get("Source", "")), str(entry.get("DetailType", ""))
+        if not 1 <= len(source) <= 256 or source.startswith("aws."):
+            return f"EventBridge takes a source of 1 to 256 characters, not 'aws.*': {source!r}"
+        if not 1 <= len(detail_type) <= 128:
+            return f"EventBridge takes a detail type of 1 to 128 characters: {detail_type!r}"
+        return None
 
     def _entry_bytes(self, entry: dict[str, Any]) -> int:
         # As AWS counts it: 14 bytes for the time, and the text of the other fields.
