@@ -3,6 +3,7 @@ naming the argument."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -17,9 +18,12 @@ def positive_int(value: Any, field: str) -> int:
 
 
 def number(value: Any, field: str, *, above: float | None = None, at_least: float = 0.0) -> float:
-    """``value`` as a float if it is a number (not a bool) >= ``at_least``, or > ``above``."""
+    """``value`` as a float if it is a finite number (not a bool) >= ``at_least``, or >
+    ``above``."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         ok = False
+    elif not math.isfinite(value):
+        raise ValidationError(field, "a finite number", value)
     elif above is not None:
         ok = value > above
     else:

@@ -29,9 +29,10 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from taskevents._checks import number
 from taskevents._optional import require
@@ -44,8 +45,12 @@ from .outbox import Delivery, DurableAdapter, Outbox, Outcome
 
 boto3 = require("boto3", extra="aws", needed_by="the AWS adapters")
 
-import botocore.config  # noqa: E402  (after the check above: boto3 brings botocore)
+import botocore.awsrequest  # noqa: E402  (after the check above: boto3 brings botocore)
+import botocore.config  # noqa: E402
 import botocore.exceptions  # noqa: E402
+
+from ._netguard import attach as _watch_connection  # noqa: E402  (urllib3: botocore's)
+from ._netguard import deadline as _deadline  # noqa: E402
 
 __all__ = [
     "AWS_RETRY_SCHEDULE",
@@ -60,7 +65,7 @@ logger = logging.getLogger("taskevents")
 
 #: Seconds to wait before each attempt, the first included: at once, 1 s, 5 s, 30 s,
 #: 2 min, 10 min, 30 min, 1 h, 3 h, 6 h, 12 h, 24 h (about two days in all), then a dead
-#: letter. (botocore also retries a throttled or failed call twice within each attempt.)
+#: letter. (Each attempt is one request: the adapters turn botocore's own retries off.)
 AWS_RETRY_SCHEDULE: tuple[float, ...] = (
     0.0,
     1.0,
@@ -123,7 +128,9 @@ _TRANSIENT = frozenset(
         "ServiceUnavailable",
         "ServiceUnavailableException",
         "Throttling",
+        "Throttled",
         "ThrottlingException",
+        "SlowDown",
         "ThrottledException",
         "RequestThrottled",
         "RequestThrottledException",
@@ -132,6 +139,7 @@ _TRANSIENT = frozenset(
         "RequestTimeout",
         "RequestTimeoutException",
         "KMSThrottling",
+        "KMSThrottlingException",
         "KMS.ThrottlingException",
         "ExpiredToken",
         "ExpiredTokenException",
@@ -147,6 +155,69 @@ _QUEUE_URL = re.compile(r"https?://([^/\s]+)/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?
 _QUEUE_HOST_REGION = re.compile(
     r"(?:sqs\.([a-z0-9-]+)\.amazonaws\.com|([a-z0-9-]+)\.queue\.amazonaws\.com)"
 )
+
+
+_REGION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
+#: What SQS takes in a body or a String attribute (and SNS in an attribute).
+_NOT_XML_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+#: Runs that look like keys, tokens or signatures, hidden from logs and records.
+_SECRETISH = re.compile(r"[A-Za-z0-9+/=_-]{32,}")
+
+
+def _clean(message: str) -> str:
+    """AWS's error message, fit for a log and a record: its first line only (a signature
+    error goes on with the canonical request, session token included), clipped, with
+    anything that looks like a key or a token hidden."""
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    first = _SECRETISH.sub("(hidden)", first)
+    return first if len(first) <= 300 else first[:297] + "..."
+
+
+def _check_endpoint(endpoint_url: object) -> str:
+    if not isinstance(endpoint_url, str):
+        raise ValidationError("endpoint_url", "an http:// or https:// URL", endpoint_url)
+    try:
+        parts = urlsplit(endpoint_url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValidationError("endpoint_url", "a well-formed URL", endpoint_url) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or " " in endpoint_url:
+        raise ValidationError(
+            "endpoint_url", "an http:// or https:// URL with a host", endpoint_url
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ValidationError(
+            "endpoint_url",
+            "a URL without user:password@ (credentials come from boto3's chain)",
+            f"{parts.scheme}://(hidden)@{parts.hostname}",
+        )
+    return endpoint_url
+
+
+def _text(value: object) -> str:
+    """``value`` with the characters SQS and SNS refuse in an attribute replaced by
+    U+FFFD."""
+    return _NOT_XML_TEXT.sub("\ufffd", str(value))
+
+
+def _watch_botocore_connections() -> None:
+    """Let the send deadline see botocore's connections: each notes itself when it sends
+    (a no-op outside a :func:`~taskevents.adapters._netguard.deadline` block), so that a
+    target that trickles its answer is cut off at the deadline, as webhooks are."""
+    cls: Any = botocore.awsrequest.AWSConnection
+    if getattr(cls.request, "_taskevents_watched", False):
+        return
+    original: Callable[..., Any] = cls.request
+
+    def request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _watch_connection(self)
+        return original(self, *args, **kwargs)
+
+    request._taskevents_watched = True  # type: ignore[attr-defined]
+    cls.request = request
+
+
+_watch_botocore_connections()
 
 
 def _group_id(value: str) -> str:
@@ -203,6 +274,8 @@ class _AWSAdapter(DurableAdapter):
         subjects: Iterable[str] | None,
     ) -> None:
         self.timeout = number(timeout, "timeout", above=0)
+        if self.timeout > 3600:
+            raise ValidationError("timeout", "at most 3600 seconds", timeout)
         if not isinstance(progress, bool):
             raise ValidationError("progress", "True or False", progress)
         checked = None if types is None else _check_types(types)
@@ -237,26 +310,27 @@ class _AWSAdapter(DurableAdapter):
                 raise ValidationError(
                     "client", "a client, or session/endpoint_url to make one (not both)", client
                 )
-            if not callable(getattr(client, self._operation, None)):
+            if not callable(getattr(client, self._operation, None)) or not hasattr(client, "meta"):
                 raise ValidationError(
                     "client", f"a boto3 {self.service!r} client", type(client).__name__
                 )
             return client
-        if region_name is not None and (not isinstance(region_name, str) or not region_name):
+        if region_name is not None and (
+            not isinstance(region_name, str) or not _REGION.fullmatch(region_name)
+        ):
             raise ValidationError(
                 "region_name", "an AWS region name such as 'eu-west-1'", region_name
             )
-        if endpoint_url is not None and (
-            not isinstance(endpoint_url, str)
-            or not endpoint_url.startswith(("http://", "https://"))
-        ):
-            raise ValidationError("endpoint_url", "an http:// or https:// URL", endpoint_url)
+        if endpoint_url is not None:
+            _check_endpoint(endpoint_url)
         if session is None:
             session = boto3.session.Session()  # one per adapter: sessions are not thread-safe
         elif not callable(getattr(session, "client", None)):
             raise ValidationError("session", "a boto3.session.Session", type(session).__name__)
         config = botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": 3},
+            # One request per attempt: the outbox's schedule retries, and the deadline
+            # bounds one request.
+            retries={"mode": "standard", "total_max_attempts": 1},
             connect_timeout=min(self.timeout, 5.0),
             read_timeout=self.timeout,
             user_agent_extra="taskevents",
@@ -265,6 +339,12 @@ class _AWSAdapter(DurableAdapter):
             return session.client(
                 self.service, region_name=region_name, endpoint_url=endpoint_url, config=config
             )
+        except botocore.exceptions.InvalidRegionError:
+            raise ValidationError(
+                "region_name", "an AWS region name such as 'eu-west-1'", region_name
+            ) from None
+        except ValueError as exc:  # botocore: "Invalid endpoint"
+            raise ValidationError("endpoint_url", "a URL botocore takes", str(exc)) from None
         except botocore.exceptions.NoRegionError:
             raise ValidationError(
                 "region_name",
@@ -308,8 +388,11 @@ class _AWSAdapter(DurableAdapter):
         return f"{self.noun} {self.name}"
 
     def timeout_for(self, target: str) -> float:
-        # botocore tries a call three times, each with its connect and read timeouts.
-        return 3 * (self.timeout + min(self.timeout, 5.0)) + 5.0
+        return self._call_deadline() + 5.0
+
+    def _call_deadline(self) -> float:
+        """The longest one call may take, connecting, sending and reading the answer."""
+        return self.timeout + min(self.timeout, 5.0)
 
     def send(self, delivery: Delivery) -> Outcome:
         return self.send_batch([delivery])[0]
@@ -346,12 +429,16 @@ class _AWSAdapter(DurableAdapter):
         return entry, None
 
     def _attempt(self, entries: list[dict[str, Any]]) -> list[Outcome]:
+        limit = self._call_deadline()
+        watch: list[Any] = [0.0, None, False]
         try:
-            results = self._call(entries)
+            with _deadline(limit) as watch:
+                results = self._call(entries)
         except (botocore.exceptions.ClientError, botocore.exceptions.ParamValidationError) as exc:
             code, status, message = _error_code(exc)
+            message = _clean(message)
             if isinstance(exc, botocore.exceptions.ParamValidationError):
-                code, message = "ParamValidationError", safe_message(exc)
+                code, message = "ParamValidationError", _clean(safe_message(exc))
             outcome = self._judge(code, message, status, sender=None)
             if outcome.kind == "dead" and len(entries) > 1:
                 # The call was refused for something in it: find out which, one by one.
@@ -366,21 +453,25 @@ class _AWSAdapter(DurableAdapter):
             return [self._retry("credentials", f"AWS credentials: {safe_message(exc)}")] * len(
                 entries
             )
-        except (
-            botocore.exceptions.EndpointConnectionError,
-            botocore.exceptions.ConnectionError,
-            botocore.exceptions.HTTPClientError,
-        ) as exc:
-            return [self._retry("unreachable", f"{type(exc).__name__}: {safe_message(exc)}")] * len(
-                entries
-            )
+        except Exception as exc:
+            # No connection, a timeout, an answer botocore could not read (a proxy's page,
+            # a cut-off reply): retried; the outbox logs the first failure of a target.
+            if watch[2]:
+                error = f"no whole answer within {limit:g}s"
+            elif isinstance(exc, botocore.exceptions.BotoCoreError):
+                error = f"{type(exc).__name__}: {_clean(safe_message(exc))}"
+            else:
+                logger.debug("%s: an unreadable answer", type(self).__name__, exc_info=exc)
+                error = f"an answer that could not be read ({type(exc).__name__})"
+            return [Outcome("retry", error=error)] * len(entries)
+
         self._clear_causes()
         outcomes = []
         for delivered, code, message, sender in results:
             if delivered:
                 outcomes.append(Outcome.delivered())
             else:
-                outcomes.append(self._judge(code, message, None, sender=sender))
+                outcomes.append(self._judge(code, _clean(message), None, sender=sender))
         return outcomes
 
     def _judge(
@@ -389,13 +480,21 @@ class _AWSAdapter(DurableAdapter):
         what = f"{code}: {message}" if message else code
         if code in _MISSING:
             return self._disable("missing", f"the {self.noun} {self.name} does not exist ({what})")
+        if code.startswith("KMS") and code not in _TRANSIENT:
+            return self._disable(
+                "kms",
+                f"the {self.noun} {self.name} cannot use its KMS key ({what}); the key must "
+                "exist, be enabled, and allow the credentials to use it",
+            )
         if code in _DENIED:
             return self._disable(
                 "denied",
                 f"AWS refused access to the {self.noun} {self.name} ({what}); the "
                 "credentials need the permissions the AWS page of the docs lists",
             )
-        if code in _TRANSIENT or (status is not None and status >= 500) or sender is False:
+        if code in _TRANSIENT or status == 429 or (status is not None and status >= 500):
+            return Outcome("retry", status, error=what)
+        if sender is False:
             return Outcome("retry", status, error=what)
         if sender is True or (status is not None and 400 <= status < 500) or code:
             return Outcome("dead", status, error=f"refused by {self.service}: {what}")
@@ -839,7 +938,7 @@ _ATTRIBUTES = ("event_type", "subject", "task_type")
 
 def _attributes(entry: dict[str, Any]) -> dict[str, Any]:
     return {
-        name: {"DataType": "String", "StringValue": str(entry[name])}
+        name: {"DataType": "String", "StringValue": _text(entry[name])}
         for name in _ATTRIBUTES
         if entry.get(name)
     }

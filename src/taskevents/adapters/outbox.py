@@ -1351,6 +1351,8 @@ class DurableAdapter(Adapter):
         super().__init__(types=types, subjects=subjects)
         self.workers = positive_int(workers, "workers")
         self.batch_window = number(batch_window, "batch_window")
+        if self.batch_window > 60:
+            raise ValidationError("batch_window", "at most 60 seconds", batch_window)
         if isinstance(retry_schedule, (str, bytes)) or not isinstance(retry_schedule, Sequence):
             raise ValidationError("retry_schedule", "a list of seconds", retry_schedule)
         if not retry_schedule:
@@ -1364,6 +1366,8 @@ class DurableAdapter(Adapter):
         self.lease = number(lease, "lease", above=0)
         self.progress_interval = number(progress_interval, "progress_interval")
         self.poll_interval = number(poll_interval, "poll_interval", above=0)
+        if self.poll_interval > 3600:
+            raise ValidationError("poll_interval", "at most 3600 seconds", poll_interval)
         self.max_unwritten = positive_int(max_unwritten, "max_unwritten")
         self.max_unwritten_bytes = positive_int(max_unwritten_bytes, "max_unwritten_bytes")
         self.outbox: Outbox = open_outbox(outbox)
@@ -1788,7 +1792,7 @@ class DurableAdapter(Adapter):
     def _linger(self, lanes: list[Lane]) -> bool:
         """With a ``batch_window``: if the claimed rows are fewer than a batch and all
         young, give the lanes back and wait for the oldest to reach the window's age.
-        True if it waited (the caller claims again)."""
+        True if it waited (``lanes`` is then empty, and the caller claims again)."""
         if not self.batch_window or self._flushing:
             return False
         rows = [row for lane in lanes for row in lane.rows]
@@ -1799,8 +1803,9 @@ class DurableAdapter(Adapter):
         until = min(row.created for row in rows) + self.batch_window
         if until <= time.time():
             return False
-        for lane in lanes:
-            self.outbox.release(lane, time.time())
+        while lanes:  # given back one by one: what is still listed is still held
+            self.outbox.release(lanes[0], time.time())
+            del lanes[0]
         with self._cond:
             while not self._closing and not self._flushing:
                 left = until - time.time()
@@ -1810,16 +1815,30 @@ class DurableAdapter(Adapter):
         return True
 
     def _run_batches(self, lane: Lane) -> None:
-        target = lane.target
-        strict = self.strict_order(target)
         held = [lane]  # claimed and not yet released
-        for _ in self._more_lanes(target, held, 1 if strict else len(lane.rows)):
+        try:
+            self._send_batches(lane.target, held)
+        finally:
+            failure: Exception | None = None
+            for one in list(held):
+                try:
+                    self.outbox.release(one, time.time())
+                except Exception as exc:  # the others are still given back
+                    failure = failure or exc
+            if failure is not None:
+                raise failure
+
+    def _send_batches(self, target: str, held: list[Lane]) -> None:
+        """Send the rows of the lanes in ``held`` (claiming more as room allows) in
+        batches; a lane is removed from ``held`` once given back."""
+        strict = self.strict_order(target)
+        for _ in self._more_lanes(target, held, 1 if strict else len(held[0].rows)):
             pass
-        if self._linger(held):
+        if self._linger(held):  # gave them back
             again = self.outbox.claim([target], self._owner, time.time(), self._hold_for, 100)
             if again is None:
                 return
-            held = [again]
+            held.append(again)
         waiting: dict[int, deque[Delivery]] = {}
         done: dict[int, list[Delivery]] = {}
         live: list[Lane] = []  # the lanes with rows to send
@@ -1903,14 +1922,8 @@ class DurableAdapter(Adapter):
                     self._mark_delivered(one, done[id(one)])
                 live = [one for one in live if id(one) not in stopped and waiting[id(one)]]
         finally:
-            failure: Exception | None = None
-            for one in list(held):
-                try:
-                    finish(one)
-                except Exception as exc:  # the others are still given back
-                    failure = failure or exc
-            if failure is not None:
-                raise failure
+            for one in list(held):  # what was delivered is marked; the caller releases
+                self._mark_delivered(one, done.get(id(one), []))
 
     def _mark_delivered(self, lane: Lane, done: list[Delivery]) -> None:
         if done:
