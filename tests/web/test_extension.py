@@ -106,6 +106,14 @@ def test_errors_under_the_api_prefix_are_json(apps: list[flask.Flask]) -> None:
     def crash(subject: str) -> str:
         raise RuntimeError("secret detail")
 
+    @app.post("/api/tasks/<subject>/start")  # an app's endpoint that reads JSON
+    def start(subject: str) -> dict[str, Any]:
+        return {"body": flask.request.get_json()}
+
+    @app.get("/api/tasks/<subject>/secret")
+    def secret(subject: str) -> str:
+        flask.abort(403)
+
     TaskEvents(app, SocketIO(app, async_mode="threading"))
     client = app.test_client()
 
@@ -133,6 +141,13 @@ def test_errors_under_the_api_prefix_are_json(apps: list[flask.Flask]) -> None:
         "error": {"message": "the request body is too large; at most 100 bytes"}
     }
     assert client.post("/api/tasks/aws01/notes", data="x" * 100).status_code == 200
+
+    form = client.post("/api/tasks/aws01/start", data={"task_type": "change_ip"})
+    assert form.status_code == 415  # Flask's own, for a form body: JSON too
+    assert "application/json" in form.get_json()["error"]["message"]
+    forbidden = client.get("/api/tasks/aws01/secret")
+    assert forbidden.status_code == 403
+    assert forbidden.is_json
 
     crashed = client.get("/api/tasks/aws01/crash")
     assert crashed.status_code == 500

@@ -42,7 +42,7 @@ def _client_key(identity: Any) -> Any:
 
 
 #: The HTTP errors Flask itself raises that are answered in JSON under the prefix.
-API_ERROR_CODES = (400, 404, 405, 413, 500)
+API_ERROR_CODES = (400, 403, 404, 405, 413, 415, 429, 500)
 
 
 def json_error(status: int, message: str, **details: Any) -> flask.Response:
