@@ -150,10 +150,23 @@ class Faults:
                 if code is not None:
                     failing[i] = code
         self._local.failing = failing
-        if failing:
+        self._local.all_failed = None
+        if failing and len(failing) == len(params["Entries"]):
+            # Nothing left to send (an empty call is invalid): answer it in before-call.
+            self._local.failing = {}
+            self._local.all_failed = [failing[i] for i in sorted(failing)]
+        elif failing:
             params["Entries"] = [e for i, e in enumerate(params["Entries"]) if i not in failing]
 
     def _refuse(self, **_: Any) -> Any:
+        all_failed = getattr(self._local, "all_failed", None)
+        if all_failed:
+            self._local.all_failed = None
+            answer = {
+                "FailedEntryCount": len(all_failed),
+                "Entries": [{"ErrorCode": c, "ErrorMessage": "injected"} for c in all_failed],
+            }
+            return self._response("https://aws.invalid/", 200, {}, None), answer
         with self._lock:
             if not self.refuse:
                 return None

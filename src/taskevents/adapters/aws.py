@@ -140,6 +140,7 @@ _TRANSIENT = frozenset(
         "RequestTimeoutException",
         "KMSThrottling",
         "KMSThrottlingException",
+        "KmsThrottled",
         "KMS.ThrottlingException",
         "ExpiredToken",
         "ExpiredTokenException",
@@ -203,8 +204,16 @@ def _text(value: object) -> str:
 def _watch_botocore_connections() -> None:
     """Let the send deadline see botocore's connections: each notes itself when it sends
     (a no-op outside a :func:`~taskevents.adapters._netguard.deadline` block), so that a
-    target that trickles its answer is cut off at the deadline, as webhooks are."""
-    cls: Any = botocore.awsrequest.AWSConnection
+    target that trickles its answer is cut off at the deadline, as webhooks are.
+
+    This wraps ``AWSConnection.request`` for the whole process, since botocore offers no
+    hook that sees the connection: outside an adapter's send nothing changes (the note
+    is a dictionary lookup), and if botocore ever drops the method, the wrapper is not
+    installed and only the deadline is lost (read timeouts still apply).
+    """
+    cls: Any = getattr(botocore.awsrequest, "AWSConnection", None)
+    if cls is None or not callable(getattr(cls, "request", None)):
+        return
     if getattr(cls.request, "_taskevents_watched", False):
         return
     original: Callable[..., Any] = cls.request
@@ -480,7 +489,7 @@ class _AWSAdapter(DurableAdapter):
         what = f"{code}: {message}" if message else code
         if code in _MISSING:
             return self._disable("missing", f"the {self.noun} {self.name} does not exist ({what})")
-        if code.startswith("KMS") and code not in _TRANSIENT:
+        if code.lower().startswith("kms") and code not in _TRANSIENT:
             return self._disable(
                 "kms",
                 f"the {self.noun} {self.name} cannot use its KMS key ({what}); the key must "

@@ -1350,6 +1350,8 @@ class DurableAdapter(Adapter):
     ) -> None:
         super().__init__(types=types, subjects=subjects)
         self.workers = positive_int(workers, "workers")
+        if self.workers > 256:
+            raise ValidationError("workers", "at most 256 threads", workers)
         self.batch_window = number(batch_window, "batch_window")
         if self.batch_window > 60:
             raise ValidationError("batch_window", "at most 60 seconds", batch_window)
