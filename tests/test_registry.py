@@ -66,6 +66,13 @@ def test_a_registered_adapter_missing_its_options_names_them() -> None:
     assert "optional: logger, levels" in str(caught.value)
 
 
+def test_a_misspelled_required_option_is_named_as_well_as_the_missing_one() -> None:
+    with pytest.raises(ValidationError) as caught:
+        load_adapter("sqs", queue="https://sqs.eu-west-1.amazonaws.com/123456789012/q")
+    assert "missing a required argument: 'queue_url'" in str(caught.value)
+    assert "unknown: queue" in str(caught.value)
+
+
 def test_every_registered_adapter_loads_with_its_documented_options() -> None:
     import flask
     from flask_socketio import SocketIO

@@ -154,8 +154,8 @@ def read_task_type(request: flask.Request, task_types: dict[str, Any]) -> str:
     """The ``task_type`` of the request's JSON body, one of ``task_types``.
 
     A body sent as a form or as text is refused (415): pages of other sites can send
-    those without asking the browser first. A body without ``Content-Type`` (``curl
-    --data-raw``) is read as JSON.
+    those without asking the browser first. A body without ``Content-Type`` (``curl -H
+    'Content-Type:' --data-raw ...``) is read as JSON.
     """
     if request.mimetype and not request.is_json:
         raise Refused(

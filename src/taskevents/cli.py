@@ -276,12 +276,12 @@ def _webhooks_action(outbox: Any, args: argparse.Namespace) -> int:
         if done:
             print(f"{show(args.url)} enabled")
             return 0
-        known = args.url in outbox.stats()
+        if args.url in outbox.stats():
+            print(f"{show(args.url)} was not disabled: nothing to do")
+            return 0  # the state asked for is the state it is in
         print(
-            f"{show(args.url)} was not disabled"
-            if known
-            else f"no endpoint {show(args.url)} in this outbox (status --full-urls lists "
-            "them, whole)",
+            f"no endpoint or target {show(args.url)} in this outbox (status --full-urls "
+            "lists them, whole)",
             file=sys.stderr,
         )
         return 1

@@ -118,7 +118,9 @@ def test_disabled_endpoint_is_shown_and_enabled(tmp_path: Path) -> None:
             assert enabled.returncode == 0, enabled.stderr
             assert adapter.flush(10)
             assert len(receiver.requests) == 2
-            assert cli("enable", "--url", url, "--outbox", outbox).returncode == 1
+            again = cli("enable", "--url", url, "--outbox", outbox)  # enabled already
+            assert again.returncode == 0, again.stderr
+            assert "was not disabled: nothing to do" in again.stdout
         finally:
             adapter.close()
 
@@ -156,7 +158,7 @@ def test_unknown_ids_and_endpoints_are_said_plainly(tmp_path: Path) -> None:
     assert "first column" in purge.stderr
     enable = cli("enable", "--url", "https://elsewhere.example.com/y", "--outbox", str(outbox))
     assert enable.returncode == 1
-    assert "no endpoint https://elsewhere.example.com/... in this outbox" in enable.stderr
+    assert "no endpoint or target https://elsewhere.example.com/... in this outbox" in enable.stderr
     word = cli("retry", "62b92def9c5a4279-1", "--outbox", str(outbox))
     assert word.returncode == 2
     assert "first column" in word.stderr

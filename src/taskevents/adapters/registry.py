@@ -54,6 +54,18 @@ def _describe_options(factory: Callable[..., Any]) -> str:
     return "; ".join(parts) or "none"
 
 
+def _unknown_options(factory: Callable[..., Any], options: dict[str, Any]) -> list[str]:
+    """The names in ``options`` that ``factory`` takes no parameter for (a misspelling of
+    a required one is reported as that one missing: this names the stray key too)."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except ValueError:
+        return []
+    if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        return []
+    return sorted(set(options) - set(parameters))
+
+
 def available_adapters() -> list[str]:
     """The names of every installed adapter, sorted."""
     return sorted(_entry_points())
@@ -87,8 +99,10 @@ def load_adapter(name: str, /, **options: Any) -> Adapter:
     try:
         inspect.signature(factory).bind(**options)
     except TypeError as exc:
+        unknown = _unknown_options(factory, options)
+        got: object = exc if not unknown else f"{exc}; unknown: {', '.join(unknown)}"
         raise ValidationError(
-            "options", f"the options adapter {name!r} takes ({_describe_options(factory)})", exc
+            "options", f"the options adapter {name!r} takes ({_describe_options(factory)})", got
         ) from None
     except ValueError:  # no signature to check (a builtin): let the call say
         pass
