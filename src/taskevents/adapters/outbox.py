@@ -486,7 +486,8 @@ class SQLiteOutbox:
                 outbox._lock.release()
                 if "locked" in str(exc) or "busy" in str(exc):
                     raise OutboxBusy(
-                        f"the outbox was busy for {wait:g}s (another process writes to it)"
+                        f"the outbox was busy for {wait:g}s (another connection held its "
+                        "write lock: another process, or a checkpoint of the WAL)"
                     ) from exc
                 raise
             except BaseException:
@@ -939,8 +940,11 @@ class SQLiteOutbox:
             db = sqlite3.connect(str(self.path), timeout=0, isolation_level=None)
             try:
                 db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
-                # TRUNCATE also cuts the file back, when no write is in progress
-                mode = "TRUNCATE" if wal >= _WAL_SIZE_LIMIT else "PASSIVE"
+                # PASSIVE never holds up a writer (an emit): once it has caught up, the
+                # next write starts the WAL over, cut back to journal_size_limit. Only a
+                # WAL it cannot catch up with is cut back by TRUNCATE, which holds the
+                # write lock while it runs (tens of ms), so emits may wait for it.
+                mode = "TRUNCATE" if wal >= 4 * _WAL_SIZE_LIMIT else "PASSIVE"
                 db.execute(f"PRAGMA wal_checkpoint({mode})")
             except sqlite3.OperationalError:
                 pass  # busy: the next turn
@@ -1377,6 +1381,9 @@ class DurableAdapter(Adapter):
         self._owner = f"{os.getpid()}-{random.getrandbits(32):08x}"
         self._cond = threading.Condition(threading.Lock())
         self._unwritten: deque[NewDelivery] = deque()
+        #: Held rows taken out of ``_unwritten`` and being written (they still count as
+        #: held: what is emitted meanwhile waits behind them).
+        self._writing_held = 0
         self._unwritten_bytes = 0
         self._disabled: set[str] = set()
         self._drain = threading.Lock()
@@ -1503,10 +1510,13 @@ class DurableAdapter(Adapter):
     def _write(self, rows: list[NewDelivery], now: float) -> None:
         """Write one event's rows (or hold them), and count it: emitting threads run
         this concurrently, so the counters change under the lock."""
-        if self._unwritten:  # keep the order: behind what is waiting to be written
+        if self._unwritten or self._writing_held:  # keep the order: behind what waits
             with self._cond:
                 self._counts["received"] += 1
             self._hold(rows)
+            # and help: a fast emitter would otherwise outrun the workers' catching up,
+            # and the rows would stay in memory (lost in a crash) for as long as it runs
+            self._write_held(batches=1)
             return
         try:
             written = self.outbox.add(rows, now)
@@ -1585,29 +1595,37 @@ class DurableAdapter(Adapter):
                 return i
         return None
 
-    def _write_held(self) -> None:
+    def _write_held(self, batches: int | None = None) -> None:
+        """Write the rows held in memory, 100 a transaction (at most ``batches`` of
+        them), unless another thread is at it."""
         if not self._drain.acquire(blocking=False):
             return  # another thread is writing them
         try:
-            self._write_held_now()
+            self._write_held_now(batches)
         finally:
             self._drain.release()
 
-    def _write_held_now(self) -> None:
-        while True:
+    def _write_held_now(self, batches: int | None = None) -> None:
+        for _ in itertools.count() if batches is None else range(batches):
+            # The batch leaves the deque while it is written, so that what _hold() does
+            # meanwhile (replace a held progress, drop one for room) never touches it.
             with self._cond:
                 if not self._unwritten:
                     return
-                batch = list(itertools.islice(self._unwritten, 100))
+                batch = [self._unwritten.popleft() for _ in range(min(100, len(self._unwritten)))]
+                self._writing_held += len(batch)
             try:
                 written = self.outbox.add(batch, time.time())
             except Exception as exc:
+                with self._cond:  # back in front, in order
+                    self._unwritten.extendleft(reversed(batch))
+                    self._writing_held -= len(batch)
                 self.write_errors.report(exc, "to write held rows to the outbox", traceback=False)
                 return
             self._note_written(batch, written)
             with self._cond:
-                for _ in batch:
-                    self._unwritten_bytes -= len(self._unwritten.popleft().body)
+                self._writing_held -= len(batch)
+                self._unwritten_bytes -= sum(len(row.body) for row in batch)
                 replaced = written.count(REPLACED)
                 self._counts["written"] += len(written) - replaced
                 self._counts["coalesced"] += replaced
@@ -2024,7 +2042,7 @@ class DurableAdapter(Adapter):
                 totals[key] += slot[key]
         with self._cond:
             counts: dict[str, Any] = dict(self._counts)
-            counts["unwritten"] = len(self._unwritten)
+            counts["unwritten"] = len(self._unwritten) + self._writing_held
         counts.update(totals)
         counts["in_flight"] = sum(self._in_flight.values())
         counts["errors"] = self.errors.count + self.write_errors.count
@@ -2057,7 +2075,12 @@ class DurableAdapter(Adapter):
                     self.errors.report(exc, "to read the outbox", traceback=False)
                     pending = 1
                 with self._cond:
-                    if not pending and not self._unwritten and not any(self._in_flight.values()):
+                    if (
+                        not pending
+                        and not self._unwritten
+                        and not self._writing_held
+                        and not any(self._in_flight.values())
+                    ):
                         return True
                     self._wake = True
                     self._cond.notify_all()
