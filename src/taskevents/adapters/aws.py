@@ -726,7 +726,45 @@ class EventBridgeAdapter(_AWSAdapter):
         return super()._judge(code, message, status, sender=sender)
 
 
-class SNSAdapter(_AWSAdapter):
+class _MessageAdapter(_AWSAdapter):
+    """SNS and SQS alike: a message per event with attributes, FIFO by the name."""
+
+    #: The batch call's parameter naming the target, its entries, and an entry's body.
+    _target_param: ClassVar[str]
+    _entries_param: ClassVar[str]
+    _body_param: ClassVar[str]
+    fifo: bool
+
+    def _target(self) -> str:
+        return f"{self.service}:{self.name}"
+
+    def strict_order(self, target: str) -> bool:
+        return self.fifo
+
+    def entry(self, event: TaskEvent) -> dict[str, Any]:
+        return _message(event, self.fifo)
+
+    def _entry_bytes(self, entry: dict[str, Any]) -> int:
+        return _message_bytes(entry)
+
+    def _call(self, entries: list[dict[str, Any]]) -> list[tuple[bool, str, str, bool]]:
+        request = []
+        for i, entry in enumerate(entries):
+            one: dict[str, Any] = {
+                "Id": str(i),
+                self._body_param: entry["body"],
+                "MessageAttributes": _attributes(entry),
+            }
+            if self.fifo:
+                one["MessageGroupId"] = entry["group"]
+                one["MessageDeduplicationId"] = entry["dedup"]
+            request.append(one)
+        send = getattr(self.client, self._operation)
+        response = send(**{self._target_param: self.name, self._entries_param: request})
+        return _batch_results(response, len(entries))
+
+
+class SNSAdapter(_MessageAdapter):
     """Publishes events to an SNS topic (PublishBatch, up to 10 messages a call).
 
     Each message carries the attributes ``event_type``, ``subject`` and ``task_type``
@@ -744,6 +782,9 @@ class SNSAdapter(_AWSAdapter):
     service = "sns"
     noun = "topic"
     _operation = "publish_batch"
+    _target_param = "TopicArn"
+    _entries_param = "PublishBatchRequestEntries"
+    _body_param = "Message"
 
     def __init__(
         self,
@@ -795,37 +836,8 @@ class SNSAdapter(_AWSAdapter):
             subjects=subjects,
         )
 
-    def _target(self) -> str:
-        return f"{self.service}:{self.name}"
 
-    def strict_order(self, target: str) -> bool:
-        return self.fifo
-
-    def entry(self, event: TaskEvent) -> dict[str, Any]:
-        return _message(event, self.fifo)
-
-    def _entry_bytes(self, entry: dict[str, Any]) -> int:
-        return _message_bytes(entry)
-
-    def _call(self, entries: list[dict[str, Any]]) -> list[tuple[bool, str, str, bool]]:
-        request = []
-        for i, entry in enumerate(entries):
-            one: dict[str, Any] = {
-                "Id": str(i),
-                "Message": entry["body"],
-                "MessageAttributes": _attributes(entry),
-            }
-            if self.fifo:
-                one["MessageGroupId"] = entry["group"]
-                one["MessageDeduplicationId"] = entry["dedup"]
-            request.append(one)
-        response = self.client.publish_batch(
-            TopicArn=self.topic_arn, PublishBatchRequestEntries=request
-        )
-        return _batch_results(response, len(entries))
-
-
-class SQSAdapter(_AWSAdapter):
+class SQSAdapter(_MessageAdapter):
     """Sends events to an SQS queue (SendMessageBatch, up to 10 messages a call).
 
     Each message carries the attributes ``event_type``, ``subject`` and ``task_type``.
@@ -843,6 +855,9 @@ class SQSAdapter(_AWSAdapter):
     service = "sqs"
     noun = "queue"
     _operation = "send_message_batch"
+    _target_param = "QueueUrl"
+    _entries_param = "Entries"
+    _body_param = "MessageBody"
 
     def __init__(
         self,
@@ -897,33 +912,6 @@ class SQSAdapter(_AWSAdapter):
             types=types,
             subjects=subjects,
         )
-
-    def _target(self) -> str:
-        return f"{self.service}:{self.name}"
-
-    def strict_order(self, target: str) -> bool:
-        return self.fifo
-
-    def entry(self, event: TaskEvent) -> dict[str, Any]:
-        return _message(event, self.fifo)
-
-    def _entry_bytes(self, entry: dict[str, Any]) -> int:
-        return _message_bytes(entry)
-
-    def _call(self, entries: list[dict[str, Any]]) -> list[tuple[bool, str, str, bool]]:
-        request = []
-        for i, entry in enumerate(entries):
-            one: dict[str, Any] = {
-                "Id": str(i),
-                "MessageBody": entry["body"],
-                "MessageAttributes": _attributes(entry),
-            }
-            if self.fifo:
-                one["MessageGroupId"] = entry["group"]
-                one["MessageDeduplicationId"] = entry["dedup"]
-            request.append(one)
-        response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=request)
-        return _batch_results(response, len(entries))
 
 
 # -- SNS and SQS alike ----------------------------------------------------------------------
