@@ -626,6 +626,8 @@ def test_the_demo_stops_at_once_on_sigterm_and_ctrl_c(
         client.close()
     text = log_path.read_text()
     assert code == 0, text
-    assert took < 0.5, f"{took:.3f} s\n{text}"
+    # "at once": well before the running task's 5 s would end (not a speed claim: a
+    # loaded machine took 0.57 s where the bound was 0.5 s)
+    assert took < 3.0, f"{took:.3f} s\n{text}"
     assert text.rstrip().endswith("taskevents demo: stopped"), text
     assert "Traceback" not in text
