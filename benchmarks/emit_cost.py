@@ -4,7 +4,9 @@ Measures, in one run, the median time per call (µs) of:
 
 1. taskevents ``Emitter().progress(subject, percent)`` with 0, 1 and 10 trivial adapters
    connected (``Adapter`` subclasses whose ``handle`` does nothing; they connect to every
-   signal with ``blinker.ANY``, as adapters do by default);
+   signal with ``blinker.ANY``, as adapters do by default), and the same with 0 and 1
+   adapters and :mod:`taskevents.metrics` enabled on the emitter (metrics on / off, in
+   the same rounds: the target is at most 10 % more per call);
 2. bare blinker ``Signal().send(sender, event=obj)`` with 0, 1 and 10 plain function
    receivers connected with ``blinker.ANY`` (blinker's default: weakly referenced);
 3. pyee ``EventEmitter.emit("progress", obj)``, pypubsub
@@ -42,6 +44,7 @@ from typing import Any
 import blinker
 
 from taskevents import Adapter, Emitter, TaskEvent
+from taskevents import metrics as taskevents_metrics
 from taskevents.signals import SIGNALS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,6 +56,9 @@ SUBJECT = "bench"
 #: The slowest receiver budget the project aims for: taskevents with one adapter costs at
 #: most this many times a bare blinker send with one receiver.
 TARGET_RATIO = 2.0
+#: What enabling :mod:`taskevents.metrics` may add to ``Emitter.progress()``: at most this
+#: fraction of its cost with metrics off (with 1 adapter).
+METRICS_TARGET = 0.10
 
 DEFAULT_REPEAT = 7
 #: About 20 s for the whole run on a 2-core cloud VM (Python 3.11); well under 60 s on a
@@ -62,6 +68,7 @@ QUICK_REPEAT = 3
 QUICK_NUMBER = 1_000
 
 TASKEVENTS = "taskevents Emitter.progress"
+TASKEVENTS_METRICS = "taskevents Emitter.progress, metrics on"
 BLINKER = "bare blinker Signal.send (ANY, weak)"
 PYEE = "pyee EventEmitter.emit"
 PYPUBSUB = "pypubsub pub.sendMessage"
@@ -105,12 +112,14 @@ def _check_no_receivers(where: str) -> None:
 
 
 @contextmanager
-def taskevents_progress(adapters: int) -> Iterator[Call]:
-    """``Emitter().progress(SUBJECT, 50.0)`` on a running task, ``adapters`` connected."""
+def taskevents_progress(adapters: int, metrics: bool = False) -> Iterator[Call]:
+    """``Emitter().progress(SUBJECT, 50.0)`` on a running task, ``adapters`` connected,
+    with :func:`taskevents.metrics.enable` on the emitter when ``metrics``."""
     _check_no_receivers("before the taskevents benchmark")
     emitter = Emitter(source="benchmarks/emit_cost")
     emitter.started(SUBJECT, "bench")
     connected: list[NullAdapter] = []
+    counted = taskevents_metrics.enable(emitter) if metrics else None
     try:
         for _ in range(adapters):
             connected.append(NullAdapter().connect())
@@ -121,6 +130,8 @@ def taskevents_progress(adapters: int) -> Iterator[Call]:
     finally:
         for adapter in connected:
             adapter.close()
+        if counted is not None:
+            counted.close()
     _check_no_receivers("after the taskevents benchmark")
 
 
@@ -226,6 +237,10 @@ class Case:
 def make_cases() -> list[Case]:
     """Every configuration, in table order."""
     cases = [Case(TASKEVENTS, n, functools.partial(taskevents_progress, n), n) for n in (0, 1, 10)]
+    cases += [
+        Case(TASKEVENTS_METRICS, n, functools.partial(taskevents_progress, n, True), n)
+        for n in (0, 1)
+    ]
     cases += [Case(BLINKER, n, functools.partial(blinker_send, n), n) for n in (0, 1, 10)]
     cases += [
         Case(PYEE, 1, pyee_emit, 1),
@@ -365,6 +380,14 @@ def target_check(results: Sequence[Result]) -> tuple[float, bool]:
     return ratio, ratio <= TARGET_RATIO
 
 
+def metrics_check(results: Sequence[Result]) -> tuple[float, bool]:
+    """(added fraction, passed): what metrics on adds to taskevents with 1 adapter."""
+    on = next(r for r in results if r.dispatcher == TASKEVENTS_METRICS and r.receivers == 1)
+    off = next(r for r in results if r.dispatcher == TASKEVENTS and r.receivers == 1)
+    added = on.median_us / off.median_us - 1.0
+    return added, added <= METRICS_TARGET
+
+
 def environment() -> dict[str, Any]:
     """What the numbers were measured on."""
     return {
@@ -437,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results, harness_us = run(make_cases(), repeat=args.repeat, number=args.number, progress=show)
     wall = time.perf_counter() - started
     ratio, passed = target_check(results)
+    metrics_added, metrics_passed = metrics_check(results)
 
     print()
     print(format_table(results))
@@ -448,6 +472,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"taskevents with 1 adapter: {ratio:.2f} {TIMES} bare blinker with 1 receiver "
         f"(target ≤ {TARGET_RATIO:g}{TIMES}): {'PASS' if passed else 'FAIL'}"
+    )
+    print(
+        f"taskevents with 1 adapter, metrics on / off: {metrics_added:+.1%} per call "
+        f"(target ≤ +{METRICS_TARGET:.0%}): {'PASS' if metrics_passed else 'FAIL'}"
     )
     pubsub = next((r.median_us for r in results if r.dispatcher.startswith("pypubsub")), None)
     ours = next(r.median_us for r in results if r.dispatcher == TASKEVENTS and r.receivers == 1)
@@ -473,6 +501,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "ratio": ratio,
                 "limit": TARGET_RATIO,
                 "passed": passed,
+            },
+            "metrics_target": {
+                "check": "taskevents with 1 adapter, metrics on / metrics off, less 1",
+                "added": metrics_added,
+                "limit": METRICS_TARGET,
+                "passed": metrics_passed,
             },
             "wall_time_s": wall,
         }

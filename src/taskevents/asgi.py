@@ -57,6 +57,9 @@ from taskevents.exceptions import (
     UsageError,
     ValidationError,
 )
+from taskevents.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from taskevents.metrics import Metrics
+from taskevents.metrics import enable as enable_metrics
 
 if TYPE_CHECKING:
     from taskevents.redis import RedisBridge, RedisStateStore
@@ -243,6 +246,10 @@ class TaskEvents:
     :param server: a ``socketio.AsyncServer`` of the app's own to serve on; None
         creates one (``async_mode="asgi"``).
     :param socketio_path: where Socket.IO is served (``"socket.io"``).
+    :param metrics: serve the emitter's and the adapters' metrics in the Prometheus text
+        format at ``metrics_path`` (``"/metrics"``), to callers ``authenticate``
+        accepts, as the REST endpoints (see :doc:`metrics`). Needs
+        ``pip install 'taskevents[metrics]'``.
 
     :raises ValidationError: an option is wrong; the message names it.
     :raises StoreUnavailable: ``redis_url`` does not answer.
@@ -272,6 +279,8 @@ class TaskEvents:
         trusted_hosts: Iterable[str] | None = None,
         server: Any = None,
         socketio_path: str = "socket.io",
+        metrics: bool = False,
+        metrics_path: str = "/metrics",
     ) -> None:
         socketio = require("socketio", extra="asgi", needed_by="taskevents.asgi.TaskEvents")
         for name, hook in (("authenticate", authenticate), ("authorize", authorize)):
@@ -292,6 +301,11 @@ class TaskEvents:
         if not isinstance(socketio_path, str) or not socketio_path.strip("/"):
             raise ValidationError("socketio_path", "a URL path such as 'socket.io'", socketio_path)
         self.socketio_path = "/" + socketio_path.strip("/") + "/"
+        if not isinstance(metrics, bool):
+            raise ValidationError("metrics", "True or False", metrics)
+        if metrics:
+            require("prometheus_client", extra="metrics", needed_by="TaskEvents(metrics=True)")
+        self.metrics_path = _path_option("metrics_path", metrics_path, optional=not metrics)
         self.trusted_hosts: tuple[str, ...] | None = None
         if trusted_hosts is not None:
             if isinstance(trusted_hosts, str):
@@ -353,6 +367,13 @@ class TaskEvents:
         self.adapter.connect(self.emitter)
         for other in self.adapters:
             other.connect(self.emitter)
+        #: With ``metrics=True``: the emitter's metrics, served at ``metrics_path``.
+        self.metrics: Metrics | None = None
+        if metrics:
+            self.metrics = enable_metrics(self.emitter)
+            self.metrics.watch(self.adapter, "socketio")
+            for (name, _), other in zip(specs, self.adapters, strict=True):
+                self.metrics.watch(other, name)
         if bridged is not None:
             self.bridge = acquire_bridge(bridged)
         self._engineio = socketio.ASGIApp(self.sio, socketio_path=self.socketio_path.strip("/"))
@@ -551,6 +572,9 @@ class TaskEvents:
         if method == "HEAD":
             method = "GET"
             send = _without_body(send)
+        if self.metrics is not None and path == self.metrics_path:
+            await self._serve_metrics(method, scope, send)
+            return True
         prefix = self.api_prefix
         if prefix is not None and (path == prefix or path.startswith(prefix + "/")):
             if method != "GET":
@@ -591,6 +615,30 @@ class TaskEvents:
             )
             return True
         return False
+
+    async def _serve_metrics(self, method: str, scope: Scope, send: Send) -> None:
+        if method != "GET":
+            await _respond(
+                send,
+                405,
+                b"Method Not Allowed\n",
+                "text/plain; charset=utf-8",
+                [("Allow", "GET, HEAD")],
+            )
+            return
+        accepted, _ = await self.identify(scope)
+        if not accepted:
+            await _respond(send, 401, b"authentication required\n", "text/plain; charset=utf-8")
+            return
+        assert self.metrics is not None
+        try:
+            # In a thread: it reads the state store (Redis, maybe) and adapters' locks.
+            body = await asyncio.to_thread(self.metrics.render)
+        except Exception:
+            logger.exception("taskevents.asgi: error rendering the metrics")
+            await _respond(send, 500, b"internal server error\n", "text/plain; charset=utf-8")
+            return
+        await _respond(send, 200, body, METRICS_CONTENT_TYPE, [("Cache-Control", "no-store")])
 
     def dashboard_page(self, root: str = "") -> bytes:
         """The dashboard page's HTML, for the app served under ``root`` (its ASGI

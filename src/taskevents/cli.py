@@ -288,6 +288,76 @@ def _webhooks_action(outbox: Any, args: argparse.Namespace) -> int:
     return 2  # pragma: no cover - argparse rejects unknown actions
 
 
+def _add_tail(commands: Any) -> None:
+    tail = commands.add_parser(
+        "tail",
+        help="watch a taskevents server's tasks live: cards and progress bars, JSON lines, "
+        "or --wait for one task's outcome",
+        description="Connect to a taskevents server over Socket.IO and show its subjects' "
+        "tasks as they run: on a terminal, a card and a progress bar per subject, updated "
+        "in place; otherwise one line per event (--json: one JSON object per line). After a "
+        "lost connection it connects again and resumes where it left off. Exit codes: 0 "
+        "(--wait: the task completed), 1 (--wait: it failed or was cancelled), 2 (cannot "
+        "connect, refused, unknown subject, bad arguments), 124 (--timeout), 130 (Ctrl+C).",
+    )
+    tail.add_argument("url", metavar="URL", help="the server, http(s)://HOST[:PORT]")
+    tail.add_argument(
+        "--subject",
+        action="append",
+        default=[],
+        metavar="S",
+        help="watch subject S (repeatable). Default: every subject the server lists",
+    )
+    tail.add_argument(
+        "--token",
+        metavar="T",
+        help='send token T (as the Socket.IO auth {"token": T} and an Authorization: '
+        "Bearer header). Better: set TASKEVENTS_TOKEN, which stays out of shell history "
+        "and ps",
+    )
+    tail.add_argument("--json", action="store_true", help="print one JSON object per line")
+    tail.add_argument(
+        "--wait",
+        metavar="SUBJECT",
+        help="follow the task running on SUBJECT (or, when it is idle, the next one to "
+        "start) and exit with its outcome: 0 completed, 1 failed or cancelled",
+    )
+    tail.add_argument(
+        "--task-id",
+        metavar="ID",
+        help="with --wait: follow this task (as POST /api/tasks answered it); one that has "
+        "already ended gives its outcome at once",
+    )
+    tail.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="with --wait: give up after SECONDS, with exit code 124",
+    )
+
+
+def _tail(args: argparse.Namespace) -> int:
+    if args.wait is None and (args.task_id is not None or args.timeout is not None):
+        print("taskevents tail: --task-id and --timeout need --wait", file=sys.stderr)
+        return 2
+    if args.timeout is not None and not args.timeout > 0:
+        print("taskevents tail: --timeout: expected a number of seconds > 0", file=sys.stderr)
+        return 2
+    from taskevents.tail import TailOptions, run
+
+    return run(
+        TailOptions(
+            url=args.url,
+            subjects=args.subject,
+            token=args.token,
+            json=args.json,
+            wait=args.wait,
+            task_id=args.task_id,
+            timeout=args.timeout,
+        )
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taskevents", description="taskevents tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -367,7 +437,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="show endpoint URLs whole (by default their path is hidden: it may hold a token)",
     )
+    _add_tail(commands)
     args = parser.parse_args(argv)
+    if args.command == "tail":
+        return _tail(args)
     if args.command in ("webhooks", "outbox"):
         try:
             code = _webhooks(args)

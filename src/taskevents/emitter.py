@@ -153,6 +153,9 @@ class Emitter:
         # Per subject, held from the store operation until the signal is sent.
         self._order: dict[str, threading.RLock] = {}
         self._order_mutex = threading.Lock()
+        # Set by taskevents.metrics.enable(): per event type, a counter's step (one C
+        # call, so concurrent emits lose none). None: metrics off, nothing counted.
+        self._event_counters: Mapping[str, Callable[[], object]] | None = None
 
     def __repr__(self) -> str:
         return f"<Emitter source={self.source!r}>"
@@ -472,6 +475,8 @@ class Emitter:
                 if self._state.last_seq(subject) == 0:
                     del locks[subject]  # no stream: keep no lock for it
                 raise
+            if self._event_counters is not None:
+                self._event_counters[type_]()
             signal = SIGNALS[type_]
             if signal.receivers and not signal.is_muted:
                 for receiver in signal.receivers_for(self):

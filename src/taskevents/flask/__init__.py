@@ -43,6 +43,9 @@ Configuration keys (all optional):
 ``TASKEVENTS_REDIS_URL``            keep subject state on this Redis server and
                                     serve every process's events (None: in memory)
 ``TASKEVENTS_REDIS_PREFIX``         the Redis key prefix (``"taskevents"``)
+``TASKEVENTS_METRICS``              serve Prometheus metrics (``False``; needs
+                                    ``taskevents[metrics]``)
+``TASKEVENTS_METRICS_PATH``         where (``"/metrics"``)
 =================================== ==============================================
 
 Flask's own ``TRUSTED_HOSTS`` is honoured on the Socket.IO endpoint too: Flask refuses

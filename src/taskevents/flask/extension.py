@@ -17,6 +17,7 @@ from werkzeug.wsgi import get_host
 from taskevents._bridges import acquire_bridge as _acquire_bridge
 from taskevents._bridges import release_bridge as _release_bridge
 from taskevents._hosts import HostCheck
+from taskevents._optional import require
 from taskevents._urls import describe_url
 from taskevents._wiring import adapter_specs, load_named_adapter, redis_store, subjects_of
 from taskevents.adapters import Adapter
@@ -33,6 +34,8 @@ from taskevents.exceptions import (
     UsageError,
     ValidationError,
 )
+from taskevents.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from taskevents.metrics import enable as _enable_metrics
 
 from .api import api_blueprint, json_errors_under
 from .dashboard import dashboard_blueprint
@@ -40,6 +43,7 @@ from .dashboard import dashboard_blueprint
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
+    from taskevents.metrics import Metrics
     from taskevents.redis import RedisBridge, RedisStateStore
 
 __all__ = ["DEFAULTS", "TaskEvents", "TaskEventsState"]
@@ -63,6 +67,8 @@ DEFAULTS: Mapping[str, Any] = {
     "TASKEVENTS_DEMO": False,
     "TASKEVENTS_REDIS_URL": None,
     "TASKEVENTS_REDIS_PREFIX": None,
+    "TASKEVENTS_METRICS": False,
+    "TASKEVENTS_METRICS_PATH": "/metrics",
 }
 
 
@@ -79,6 +85,9 @@ class TaskEventsState:
     #: The Redis store the extension created for ``TASKEVENTS_REDIS_URL`` (not one the
     #: app gave with its emitter), closed by :meth:`close`.
     redis_store: RedisStateStore | None = None
+    #: With ``TASKEVENTS_METRICS``: the emitter's :class:`~taskevents.metrics.Metrics`,
+    #: served at ``TASKEVENTS_METRICS_PATH``.
+    metrics: Metrics | None = None
 
     def close(self) -> None:
         """Stop the Redis bridge, disconnect and flush every adapter, and close the Redis
@@ -245,9 +254,15 @@ class TaskEvents:
                 close = difflib.get_close_matches(key, DEFAULTS, n=1)
                 hint = f"; did you mean {close[0]}?" if close else ""
                 logger.warning("unknown configuration key %s ignored%s", key, hint)
+        serve_metrics = config["TASKEVENTS_METRICS"]
+        if not isinstance(serve_metrics, bool):
+            raise _config_error("TASKEVENTS_METRICS", "True or False", serve_metrics)
+        if serve_metrics:
+            require("prometheus_client", extra="metrics", needed_by="TASKEVENTS_METRICS")
         for key, needed in (
             ("TASKEVENTS_DASHBOARD_PATH", bool(config["TASKEVENTS_DASHBOARD"])),
             ("TASKEVENTS_API_PREFIX", False),
+            ("TASKEVENTS_METRICS_PATH", serve_metrics),
         ):
             path = config[key]
             if (path is not None or needed) and (
@@ -316,6 +331,13 @@ class TaskEvents:
                 json_errors_under(app, prefix)
             if config["TASKEVENTS_DASHBOARD"]:
                 app.register_blueprint(dashboard_blueprint(config["TASKEVENTS_DASHBOARD_PATH"]))
+            if serve_metrics:
+                app.add_url_rule(
+                    config["TASKEVENTS_METRICS_PATH"],
+                    endpoint="taskevents_metrics",
+                    view_func=self._metrics_view,
+                    methods=["GET"],  # and HEAD, which Flask adds
+                )
             for subject, metadata in subjects.items():
                 try:
                     emitter.register(subject, **json_copy(metadata, "metadata"))
@@ -330,6 +352,11 @@ class TaskEvents:
         adapter.connect(emitter)
         for other in state.adapters:
             other.connect(emitter)
+        if serve_metrics:
+            state.metrics = _enable_metrics(emitter)
+            state.metrics.watch(adapter, "socketio")
+            for (name, _), other in zip(specs, state.adapters, strict=True):
+                state.metrics.watch(other, name)
         if bridged is not None:
             from taskevents.redis import RedisStateStore
 
@@ -386,6 +413,20 @@ class TaskEvents:
                 return hook(identity, subject)
 
         return authorize
+
+    def _metrics_view(self) -> flask.Response:
+        """``TASKEVENTS_METRICS_PATH``: the metrics in the Prometheus text format, to
+        callers the ``authenticate`` hook accepts (a Bearer token), as the REST API."""
+        accepted, _ = self._identity()
+        if not accepted:
+            return flask.Response(
+                "authentication required\n", 401, content_type="text/plain; charset=utf-8"
+            )
+        metrics = self.state().metrics
+        assert metrics is not None
+        response = flask.Response(metrics.render(), content_type=METRICS_CONTENT_TYPE)
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     def _identity(self) -> tuple[bool, Any]:
         """Authenticate a REST call. ``auth`` is ``{"token": ...}`` from an
