@@ -6,6 +6,8 @@ import logging
 import threading
 import time
 
+from ._urls import printable
+
 logger = logging.getLogger("taskevents")
 
 #: Seconds between two log records for errors from the same place.
@@ -20,7 +22,9 @@ def safe_message(exc: BaseException, limit: int = 500) -> str:
         return f"<{type(exc).__name__}: its message cannot be shown>"
     if not isinstance(text, str):
         return f"<{type(exc).__name__}>"
-    text = " ".join(text[: limit + 1].split())
+    # One line, with control characters escaped: an exception's text may quote what
+    # an outside party sent (a task's arguments), which must not drive a terminal.
+    text = printable(" ".join(text[: limit + 1].split()))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -369,6 +369,7 @@ class TaskEvents:
             other.connect(self.emitter)
         #: With ``metrics=True``: the emitter's metrics, served at ``metrics_path``.
         self.metrics: Metrics | None = None
+        self._metrics_lock = asyncio.Lock()
         if metrics:
             self.metrics = enable_metrics(self.emitter)
             self.metrics.watch(self.adapter, "socketio")
@@ -633,7 +634,10 @@ class TaskEvents:
         assert self.metrics is not None
         try:
             # In a thread: it reads the state store (Redis, maybe) and adapters' locks.
-            body = await asyncio.to_thread(self.metrics.render)
+            # One scrape in a thread at a time: a burst waits here, on the loop, rather
+            # than filling the executor the REST endpoints need.
+            async with self._metrics_lock:
+                body = await asyncio.to_thread(self.metrics.render)
         except Exception:
             logger.exception("taskevents.asgi: error rendering the metrics")
             await _respond(send, 500, b"internal server error\n", "text/plain; charset=utf-8")

@@ -135,6 +135,10 @@ class Metrics:
         self._subjects_until = 0.0
         self._errors = ErrorReporter("taskevents.metrics")
         self._registry: Any = None
+        # One render at a time; a caller that waited for one takes its text if that one
+        # began after the caller asked (so a burst of scrapes reads the adapters once).
+        self._render_lock = threading.Lock()
+        self._rendered: tuple[float, bytes] | None = None
         emitter._event_counters = self._steps
 
     def __repr__(self) -> str:
@@ -181,12 +185,20 @@ class Metrics:
             gone = {label for label, ref in self._adapters if ref() is None}
             self._adapters = [entry for entry in self._adapters if entry[0] not in gone]
             self._labels -= gone
+            try:
+                ref = weakref.ref(adapter)
+            except TypeError:
+                raise ValidationError(
+                    "adapter",
+                    "an object that can be referred to weakly (no __slots__ without __weakref__)",
+                    type(adapter).__name__,
+                ) from None
             label, number = name, 1
             while label in self._labels:
                 number += 1
                 label = f"{name}_{number}"
             self._labels.add(label)
-            self._adapters.append((label, weakref.ref(adapter)))
+            self._adapters.append((label, ref))
             return label
 
     def _adapter_numbers(self) -> tuple[dict[str, AdapterNumbers], int]:
@@ -255,12 +267,18 @@ class Metrics:
         """The metrics in the Prometheus text format (served as :data:`CONTENT_TYPE`).
         Needs ``taskevents[metrics]``."""
         client = _prometheus("taskevents.metrics.Metrics.render")
-        with self._lock:
-            if self._registry is None:
-                self._registry = client.CollectorRegistry(auto_describe=False)
-                self._registry.register(self)
-        text: bytes = client.generate_latest(self._registry)
-        return text
+        asked = time.monotonic()
+        with self._render_lock:
+            if self._rendered is not None and self._rendered[0] >= asked:
+                return self._rendered[1]
+            began = time.monotonic()
+            with self._lock:
+                if self._registry is None:
+                    self._registry = client.CollectorRegistry(auto_describe=False)
+                    self._registry.register(self)
+            text: bytes = client.generate_latest(self._registry)
+            self._rendered = (began, text)
+            return text
 
 
 def _count_of(value: object, what: str) -> int:

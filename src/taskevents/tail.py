@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import queue
 import re
@@ -97,6 +98,8 @@ def _percent(progress: Any) -> float | None:
     if isinstance(progress, dict):
         value = progress.get("percent")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                return None
             return max(0.0, min(100.0, float(value)))
     return None
 
@@ -105,6 +108,25 @@ def _text(value: Any, limit: int = 200) -> str:
     """Outside text as it may be shown: printable, and not too long."""
     shown = printable(value if isinstance(value, str) else json.dumps(value, default=str))
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float that is not finite (NaN, Infinity) as None: JSON has
+    no such numbers, and strict readers (jq) refuse them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_line(line: dict[str, Any]) -> str:
+    try:
+        return json.dumps(line, default=str, allow_nan=False)
+    except ValueError:  # a NaN or an Infinity somewhere in what the server sent
+        return json.dumps(_finite(line), default=str, allow_nan=False)
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -141,12 +163,12 @@ class SubjectView:
     def apply_status(self, status: dict[str, Any], seq: int, stream: str | None) -> None:
         """Take a snapshot (``task_status``) as the whole truth."""
         self.seq, self.stream = seq, stream
-        self.status = str(status.get("status") or "idle")
+        self.status = _text(status.get("status") or "idle", 32)
         running = status.get("running_tasks")
         self.running = {str(t.get("task_id")) for t in (running or []) if isinstance(t, dict)}
         last = status.get("last") if isinstance(status.get("last"), dict) else None
         self.last_task_id = str(last["task_id"]) if last and "task_id" in last else None
-        self.last_outcome = str(last.get("outcome")) if last else None
+        self.last_outcome = _text(last.get("outcome"), 32) if last else None
         current = status.get("current") if isinstance(status.get("current"), dict) else None
         shown = current or last
         if shown is None:
@@ -185,7 +207,7 @@ class SubjectView:
         event = update.get("event")
         task_id = str(update.get("task_id"))
         if isinstance(update.get("status"), str):
-            self.status = update["status"]
+            self.status = _text(update["status"], 32)
         if event == "task_started":
             self.running.add(task_id)
             self.task_type = _text(update.get("task_type"), 64)
@@ -294,7 +316,7 @@ class JsonLines:
         self._write({**update, **line})
 
     def _write(self, line: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(line, default=str) + "\n")
+        sys.stdout.write(_json_line(line) + "\n")
         sys.stdout.flush()
 
     def notice(self, text: str) -> None:
@@ -468,6 +490,10 @@ def _client(socketio: Any, engineio: Any) -> Any:
             return super()._trigger_event(event, *args, **kwargs)
 
         def disconnect(self, abort: bool = False, reason: Any = None) -> None:
+            # Messages are handled on the read loop's thread: a disconnect that comes
+            # from there (the server disconnected us) cannot wait for that thread.
+            if threading.current_thread() is getattr(self, "read_loop_task", None):
+                abort = True
             # Not every server answers the websocket closing handshake: wait briefly.
             ws = getattr(self, "ws", None)
             if ws is not None:
@@ -761,7 +787,9 @@ class Watcher:
         name, seq, status = payload.get("config_name"), payload.get("seq"), payload.get("status")
         if not isinstance(name, str) or not isinstance(seq, int) or not isinstance(status, dict):
             return
-        view = self.views.setdefault(name, SubjectView(name))
+        view = self.views.get(name)
+        if view is None:
+            return  # a subject not asked for: the server does not choose what is watched
         stream = payload.get("stream")
         view.apply_status(status, seq, stream if isinstance(stream, str) else self.stream)
         if payload.get("resync"):
@@ -787,7 +815,11 @@ class Watcher:
         message = _text(payload.get("message") or "an error", 200)
         if event == "subscribe_task" and isinstance(name, str) and name in self.views:
             retry = payload.get("retry_after")
-            if isinstance(retry, (int, float)) and not isinstance(retry, bool):
+            if (
+                isinstance(retry, (int, float))
+                and not isinstance(retry, bool)
+                and math.isfinite(retry)
+            ):
                 self.resubscribe_at[name] = time.monotonic() + min(max(float(retry), 0.1), 60)
                 return
             if name == self.options.wait:
