@@ -37,6 +37,7 @@ from typing import Any
 
 from taskevents._optional import require
 from taskevents._reporting import ErrorReporter, safe_message
+from taskevents._urls import printable
 from taskevents.emitter import Emitter
 from taskevents.events import TaskEvent
 from taskevents.exceptions import NoRunningTask, TaskEventsError, UsageError, ValidationError
@@ -191,7 +192,7 @@ class Instrumentation:
         if key in self._warned or len(self._warned) > _MAX_WARNINGS:
             return
         self._warned.add(key)
-        logger.warning("taskevents.celery: %s (said once per task name)", message)
+        logger.warning("taskevents.celery: %s (said once per task name)", printable(message))
         if len(self._warned) > _MAX_WARNINGS:
             logger.warning("taskevents.celery: too many warnings; no more are logged")
 
