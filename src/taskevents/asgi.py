@@ -629,7 +629,13 @@ class TaskEvents:
             return
         accepted, _ = await self.identify(scope)
         if not accepted:
-            await _respond(send, 401, b"authentication required\n", "text/plain; charset=utf-8")
+            await _respond(
+                send,
+                401,
+                b"authentication required\n",
+                "text/plain; charset=utf-8",
+                [("WWW-Authenticate", "Bearer")],
+            )
             return
         assert self.metrics is not None
         try:

@@ -69,6 +69,7 @@ def _demo(args: argparse.Namespace) -> int:
                     allowed_hosts=hosts,
                     redis_url=args.redis_url,
                     redis_prefix=args.redis_prefix,
+                    metrics=args.metrics,
                 ),
                 args.host,
                 args.port,
@@ -80,6 +81,7 @@ def _demo(args: argparse.Namespace) -> int:
                 allowed_hosts=hosts,
                 redis_url=args.redis_url,
                 redis_prefix=args.redis_prefix,
+                metrics=args.metrics,
             )
             run = functools.partial(serve, app, socketio, args.host, args.port)
     except ValidationError as exc:
@@ -399,6 +401,11 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the configs' state on this Redis server (redis://HOST:PORT/DB; needs "
         "taskevents[redis]): several demos, on different ports, with the same URL and "
         "prefix share configs, tasks and live updates. Default: in memory",
+    )
+    demo.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also serve Prometheus metrics at /metrics (needs taskevents[metrics])",
     )
     demo.add_argument(
         "--redis-prefix",

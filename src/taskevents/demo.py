@@ -86,6 +86,7 @@ def create_app(
     allowed_hosts: AllowedHosts | None = None,
     redis_url: str | None = None,
     redis_prefix: str | None = None,
+    metrics: bool = False,
 ) -> tuple[flask.Flask, Any]:
     """The demo app and its SocketIO, ready for :func:`serve` (or ``socketio.run``).
 
@@ -97,6 +98,8 @@ def create_app(
     :param redis_url: keep the configs' state on this Redis server
         (``TASKEVENTS_REDIS_URL``): demos on the same URL and prefix, on any port,
         share subjects, tasks and streams. A task runs in the demo it was started on.
+    :param metrics: serve Prometheus metrics at ``/metrics`` (``TASKEVENTS_METRICS``;
+        needs ``taskevents[metrics]``).
     :param redis_prefix: their key prefix (``TASKEVENTS_REDIS_PREFIX``; default
         ``"taskevents"``).
     :raises ValidationError: a bad ``redis_url`` or ``redis_prefix``, naming its
@@ -113,6 +116,7 @@ def create_app(
         TASKEVENTS_SOURCE="taskevents-demo",
         TASKEVENTS_REDIS_URL=redis_url,
         TASKEVENTS_REDIS_PREFIX=redis_prefix,
+        TASKEVENTS_METRICS=metrics,
         MAX_CONTENT_LENGTH=MAX_BODY,
     )
     socketio = SocketIO(app, async_mode=async_mode)

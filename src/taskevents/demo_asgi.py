@@ -353,6 +353,7 @@ def create_asgi_app(
     allowed_hosts: AllowedHosts | None = None,
     redis_url: str | None = None,
     redis_prefix: str | None = None,
+    metrics: bool = False,
 ) -> DemoApp:
     """The demo's ASGI app, ready for :func:`serve` (or any ASGI server, with the
     lifespan on). Its :class:`~taskevents.asgi.TaskEvents` is ``app.tasks``.
@@ -379,6 +380,7 @@ def create_asgi_app(
         source="taskevents-demo",
         redis_url=redis_url,
         redis_prefix=redis_prefix,
+        metrics=metrics,
     )
     manager = AsyncSimulatedTaskManager(tasks.emitter, task_seconds=task_seconds)
     _register_simulation(tasks, manager)

@@ -223,8 +223,9 @@ def test_the_path_can_be_moved(start: Start) -> None:
 
 def test_authenticate_guards_metrics_as_it_guards_the_rest_api(start: Start) -> None:
     running = start(authenticate=by_token)
-    status, _, body = fetch(running.url)
+    status, headers, body = fetch(running.url)
     assert status == 401
+    assert headers["www-authenticate"] == "Bearer"
     assert b"taskevents_" not in body
     status, _, _ = fetch(running.url, headers={"Authorization": "Bearer wrong"})
     assert status == 401

@@ -420,7 +420,10 @@ class TaskEvents:
         accepted, _ = self._identity()
         if not accepted:
             return flask.Response(
-                "authentication required\n", 401, content_type="text/plain; charset=utf-8"
+                "authentication required\n",
+                401,
+                content_type="text/plain; charset=utf-8",
+                headers={"WWW-Authenticate": "Bearer"},
             )
         metrics = self.state().metrics
         assert metrics is not None
