@@ -302,7 +302,23 @@ def _stderr(text: str) -> None:
     print(f"taskevents tail: {text}", file=sys.stderr, flush=True)
 
 
-class JsonLines:
+class _LineOutput:
+    """What the two line outputs share: notices on stderr, nothing to redraw."""
+
+    def notice(self, text: str) -> None:
+        _stderr(text)
+
+    def connection(self, text: str) -> None:
+        pass  # lost connections and resumes are notices; the rest is routine
+
+    def tick(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class JsonLines(_LineOutput):
     """One JSON object per line on stdout: every ``task_status_update`` flattened
     (``event`` is the event type), every ``task_status`` with ``"event":
     "task_status"``. Notices go to stderr."""
@@ -319,20 +335,8 @@ class JsonLines:
         sys.stdout.write(_json_line(line) + "\n")
         sys.stdout.flush()
 
-    def notice(self, text: str) -> None:
-        _stderr(text)
 
-    def connection(self, text: str) -> None:
-        pass  # lost connections and resumes are notices; the rest is routine
-
-    def tick(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class PlainLines:
+class PlainLines(_LineOutput):
     """One line per snapshot and per event on stdout, for pipes and logs."""
 
     def status(self, view: SubjectView, payload: dict[str, Any]) -> None:
@@ -350,18 +354,6 @@ class PlainLines:
         clock = timestamp[11:19] if isinstance(timestamp, str) and len(timestamp) >= 19 else ""
         sys.stdout.write(f"{printable(clock)} {printable(view.name)}: {text}\n".lstrip())
         sys.stdout.flush()
-
-    def notice(self, text: str) -> None:
-        _stderr(text)
-
-    def connection(self, text: str) -> None:
-        pass  # lost connections and resumes are notices; the rest is routine
-
-    def tick(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class LiveView:
